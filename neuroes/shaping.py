@@ -1,0 +1,58 @@
+"""Fitness shaping: pure functions from raw scores to the values an estimator averages.
+
+``SHAPINGS`` maps the names used in configs and on the command line to the functions.
+
+Weight decay convention: ``weight_decay(mu, c)`` returns ``-0.5 * c * ||mu||^2``. Adding it to
+the maximized objective adds ``-c * mu`` to the gradient of ``mu``, independent of sigma and of
+the shaped fitness scale, as in Salimans et al. (2017). It is applied to the mean only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+
+def centered_ranks(x: Tensor) -> Tensor:
+    """Ranks of ``x`` along dim 0 scaled to [-0.5, 0.5]; tied values share their mean rank."""
+    n = len(x)
+    if n < 2:
+        return torch.zeros_like(x, dtype=torch.float32)
+    flat = x.reshape(n, -1)
+    order = flat.argsort(dim=0, stable=True)
+    ranks = torch.empty_like(flat, dtype=torch.float64)
+    ranks.scatter_(0, order, torch.arange(n, dtype=torch.float64).unsqueeze(1).expand_as(flat))
+    for column in range(flat.shape[1]):
+        values, inverse = flat[:, column].unique(return_inverse=True)
+        if len(values) < n:
+            total = torch.zeros(len(values), dtype=torch.float64)
+            total.scatter_add_(0, inverse, ranks[:, column])
+            ranks[:, column] = (total / torch.bincount(inverse))[inverse]
+    return (ranks / (n - 1) - 0.5).to(torch.float32).reshape(x.shape)
+
+
+def zscore(x: Tensor, eps: float = 1e-8) -> Tensor:
+    """``(x - mean) / std`` along dim 0; a constant column maps to zeros, never NaN."""
+    x = x.to(torch.float32) if not x.is_floating_point() else x
+    centered = x - x.mean(0)
+    std = x.std(0, unbiased=False) if len(x) > 1 else torch.zeros_like(x[0])
+    return centered / torch.clamp(std, min=eps) * (std > eps)
+
+
+def identity(x: Tensor) -> Tensor:
+    """No shaping."""
+    return x.to(torch.float32) if not x.is_floating_point() else x
+
+
+def weight_decay(mu: Tensor, coefficient: float) -> Tensor:
+    """The L2 term ``-0.5 * coefficient * ||mu||^2`` to add to a maximized objective."""
+    return -0.5 * coefficient * mu.pow(2).sum()
+
+
+SHAPINGS: dict[str, Callable[[Tensor], Tensor]] = {
+    "centered_ranks": centered_ranks,
+    "zscore": zscore,
+    "none": identity,
+}
