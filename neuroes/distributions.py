@@ -125,7 +125,7 @@ class Normal(Distribution):
         return (sigma.log() + 0.5 * math.log(2 * math.pi * math.e)).sum()
 
     def sample_seeds(self, n: int) -> tuple[Tensor, Tensor]:
-        """Describe ``n`` members by integer noise seeds and signs (+1/-1), drawn from the generator.
+        """Describe ``n`` members by integer noise seeds and signs (+1/-1) from the generator.
 
         Mirrored pairs share a seed with opposite signs. :meth:`rebuild` turns them into vectors.
         """
@@ -142,7 +142,9 @@ class Normal(Distribution):
         table = table or NoiseTable()
         eps = table.noise(seeds, self.mu.numel()).to(self.mu.device, self.mu.dtype)
         eps = eps * signs.to(eps).unsqueeze(-1)
-        return (self.mu.detach() + self.sigma.detach() * eps.view(len(seeds), *self.mu.shape)).detach()
+        return (
+            self.mu.detach() + self.sigma.detach() * eps.view(len(seeds), *self.mu.shape)
+        ).detach()
 
 
 @functools.lru_cache(maxsize=2)
@@ -246,9 +248,7 @@ class Bernoulli(Distribution):
 
     def entropy(self) -> Tensor:
         p = torch.sigmoid(self.logits)
-        return torch.nn.functional.binary_cross_entropy_with_logits(
-            self.logits, p, reduction="sum"
-        )
+        return torch.nn.functional.binary_cross_entropy_with_logits(self.logits, p, reduction="sum")
 
 
 class Categorical(Distribution):

@@ -41,9 +41,7 @@ def maxvar(behaviors: Tensor, sample: Tensor, p: Distribution) -> Tensor:
     return expectation(z.pow(2).sum(1), sample, p)
 
 
-def maxent(
-    behaviors: Tensor, sample: Tensor, p: Distribution, bandwidth: float = 1.0
-) -> Tensor:
+def maxent(behaviors: Tensor, sample: Tensor, p: Distribution, bandwidth: float = 1.0) -> Tensor:
     """MaxEnt evolvability: the kernel-density entropy of z-scored behaviors.
 
     ``H = -E_i[log E_j[K(b_i - b_j)]]`` with a Gaussian kernel of the given bandwidth (in

@@ -1,0 +1,140 @@
+"""Search distributions: sampling, reproducibility, seed-rebuilt members and bad input."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from neuroes import Bernoulli, Categorical, MixtureNormal, NoiseTable, Normal, expectation
+
+
+def test_sample_shape_and_mirrored_pairs() -> None:
+    mu = torch.zeros(3, 2)
+    x = Normal(mu, 0.5, mirrored=True, generator=0).sample(6)
+    assert x.shape == (6, 3, 2)
+    torch.testing.assert_close(x[0::2], -x[1::2])
+    assert not x.requires_grad
+
+
+def test_same_seed_same_samples_different_seed_different() -> None:
+    mu = torch.zeros(5)
+    a = Normal(mu, 1.0, generator=11).sample(4)
+    b = Normal(mu, 1.0, generator=11).sample(4)
+    c = Normal(mu, 1.0, generator=12).sample(4)
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
+
+
+def test_sampling_leaves_global_random_state_alone() -> None:
+    torch.manual_seed(5)
+    expected = torch.rand(3)
+    torch.manual_seed(5)
+    Normal(torch.zeros(10), 1.0, generator=1).sample(100)
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_members_rebuilt_from_seeds_equal_the_batch() -> None:
+    mu = torch.randn(50, generator=torch.Generator().manual_seed(0))
+    p = Normal(mu, 0.1, mirrored=True, generator=3)
+    seeds, signs = p.sample_seeds(8)
+    assert torch.equal(seeds[0::2], seeds[1::2]) and torch.equal(signs[0::2], -signs[1::2])
+    table = NoiseTable.for_dim(50)
+    batch = p.rebuild(seeds, signs, table)
+    for i in range(8):
+        torch.testing.assert_close(
+            p.rebuild(seeds[i : i + 1], signs[i : i + 1], table)[0], batch[i]
+        )
+    torch.testing.assert_close(batch[0] + batch[1], 2 * mu)
+    # The table's noise is standard normal.
+    noise = table.noise(torch.arange(0, 2000, 37), 50)
+    assert abs(noise.mean().item()) < 0.1 and abs(noise.std().item() - 1) < 0.1
+
+
+def test_noise_table_rejects_vectors_too_large() -> None:
+    with pytest.raises(ValueError, match="too small for 5000 parameters"):
+        NoiseTable(size=10_000).noise(torch.tensor([1]), 5000)
+
+
+@pytest.mark.parametrize("sigma", [0.0, -1.0, torch.tensor([1.0, -0.1])])
+def test_non_positive_sigma_is_rejected(sigma) -> None:
+    with pytest.raises(ValueError, match="sigma must be positive"):
+        Normal(torch.zeros(2), sigma)
+
+
+def test_bad_sample_counts_and_shapes_are_rejected() -> None:
+    p = Normal(torch.zeros(2), 1.0, mirrored=True)
+    with pytest.raises(ValueError, match="even number of samples, got 5"):
+        p.sample(5)
+    with pytest.raises(ValueError, match="positive"):
+        p.sample(0)
+    with pytest.raises(ValueError, match="does not broadcast"):
+        Normal(torch.zeros(2), torch.ones(3))
+    with pytest.raises(ValueError, match="event shape"):
+        p.log_prob(torch.zeros(4, 3))
+
+
+def test_normal_log_prob_matches_torch() -> None:
+    mu, sigma = torch.tensor([0.5, -1.0]), torch.tensor([0.3, 2.0])
+    x = torch.randn(7, 2)
+    expected = torch.distributions.Normal(mu, sigma).log_prob(x).sum(-1)
+    torch.testing.assert_close(Normal(mu, sigma).log_prob(x), expected)
+
+
+def test_mixture_log_prob_and_sample() -> None:
+    mus = torch.tensor([[-3.0], [3.0]])
+    p = MixtureNormal(mus, 0.5, generator=0)
+    x = p.sample(10_000)
+    assert x.shape == (10_000, 1)
+    assert abs((x > 0).float().mean().item() - 0.5) < 0.03
+    expected = torch.logsumexp(
+        torch.stack([torch.distributions.Normal(m, 0.5).log_prob(x).sum(-1) for m in mus]), 0
+    ) - torch.log(torch.tensor(2.0))
+    torch.testing.assert_close(p.log_prob(x), expected)
+
+
+def test_mixture_learns_its_weights_toward_better_component() -> None:
+    mus = torch.tensor([[-3.0], [3.0]])
+    logits = torch.zeros(2, requires_grad=True)
+    optimizer = torch.optim.Adam([logits], lr=0.1)
+    for step in range(50):
+        p = MixtureNormal(mus, 0.5, logits=logits, generator=step)
+        x = p.sample(200)
+        loss = -expectation(x.squeeze(-1), x, p)  # larger x is better
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert logits.softmax(0)[1] > 0.9
+
+
+def test_bernoulli_and_categorical_contract() -> None:
+    logits = torch.tensor([2.0, -2.0, 0.0])
+    b = Bernoulli(logits, generator=0)
+    x = b.sample(20_000)
+    assert x.shape == (20_000, 3)
+    torch.testing.assert_close(x.mean(0), torch.sigmoid(logits), atol=0.02, rtol=0)
+    expected = torch.distributions.Bernoulli(logits=logits).log_prob(x).sum(-1)
+    torch.testing.assert_close(b.log_prob(x), expected)
+
+    logits = torch.tensor([[0.0, 1.0, 2.0], [1.0, 0.0, 0.0]])
+    c = Categorical(logits, generator=0)
+    x = c.sample(20_000)
+    assert x.shape == (20_000, 2) and x.dtype == torch.int64
+    frequency = torch.stack([(x[:, 0] == k).float().mean() for k in range(3)])
+    torch.testing.assert_close(frequency, logits[0].softmax(0), atol=0.02, rtol=0)
+    expected = torch.distributions.Categorical(logits=logits).log_prob(x).sum(-1)
+    torch.testing.assert_close(c.log_prob(x), expected)
+
+
+def test_categorical_gradient_moves_toward_the_best_choice() -> None:
+    logits = torch.zeros(4, requires_grad=True)
+    reward = torch.tensor([0.0, 0.0, 1.0, 0.0])
+    optimizer = torch.optim.SGD([logits], lr=1.0)
+    for step in range(100):
+        p = Categorical(logits, generator=step)
+        x = p.sample(64)
+        loss = -expectation(reward[x], x, p)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert logits.softmax(0).argmax().item() == 2
+    assert logits.softmax(0)[2] > 0.8

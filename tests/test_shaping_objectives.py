@@ -1,0 +1,91 @@
+"""Fitness shaping, objectives, and the EvoGrad demos."""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from neuroes import Normal
+from neuroes.objectives import fitness, maxent, maxvar, mix
+from neuroes.shaping import centered_ranks, weight_decay, zscore
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import evograd_demos  # noqa: E402
+
+
+def test_centered_ranks_range_order_and_ties() -> None:
+    ranks = centered_ranks(torch.tensor([10.0, -1.0, 3.0, 3.0, 7.0]))
+    torch.testing.assert_close(ranks, torch.tensor([0.5, -0.5, -0.125, -0.125, 0.25]))
+    assert ranks.sum().abs() < 1e-6
+    columns = centered_ranks(torch.tensor([[1.0, 5.0], [2.0, 5.0], [3.0, 5.0]]))
+    torch.testing.assert_close(columns[:, 0], torch.tensor([-0.5, 0.0, 0.5]))
+    torch.testing.assert_close(columns[:, 1], torch.zeros(3))
+
+
+def test_zscore_handles_constant_values() -> None:
+    z = zscore(torch.tensor([[1.0, 4.0], [3.0, 4.0]]))
+    torch.testing.assert_close(z, torch.tensor([[-1.0, 0.0], [1.0, 0.0]]))
+    assert torch.isfinite(zscore(torch.ones(1))).all()
+
+
+def test_weight_decay_gradient_is_minus_coefficient_times_mu() -> None:
+    mu = torch.tensor([1.0, -2.0], requires_grad=True)
+    weight_decay(mu, 0.1).backward()
+    torch.testing.assert_close(mu.grad, torch.tensor([-0.1, 0.2]))
+
+
+def test_fitness_gradient_points_uphill() -> None:
+    mu = torch.zeros(2, requires_grad=True)
+    p = Normal(mu, 0.1, mirrored=True, generator=0)
+    x = p.sample(1000)
+    fitness(x @ torch.tensor([1.0, -1.0]), x, p).backward()
+    assert mu.grad[0] > 0 > mu.grad[1]
+
+
+def test_maxvar_gradient_moves_toward_higher_behavior_variance() -> None:
+    # Behavior b = a(x) * noise with amplitude growing in x: variance grows to the right.
+    mu = torch.tensor([1.0], requires_grad=True)
+    p = Normal(mu, 0.5, generator=0)
+    x = p.sample(5000)
+    behaviors = torch.sin(50 * x) * x.abs()
+    gain = maxvar(behaviors, x, p)
+    assert gain.item() == pytest.approx(1.0, rel=1e-4)  # sum over one dimension of E[z^2]
+    gain.backward()
+    assert mu.grad.item() > 0
+
+
+def test_maxent_value_is_the_kernel_density_entropy() -> None:
+    mu = torch.zeros(2, requires_grad=True)
+    p = Normal(mu, 1.0, generator=0)
+    x = p.sample(2000)
+    entropy = maxent(x, x, p, bandwidth=0.3)
+    # z-scored 2-D standard normal behaviors have entropy log(2 pi e) ~ 2.84; a KDE of
+    # bandwidth 0.3 slightly overestimates it.
+    assert 2.8 < entropy.item() < 3.1
+    entropy.backward()
+    assert torch.isfinite(mu.grad).all()
+    with pytest.raises(ValueError, match="bandwidth must be positive"):
+        maxent(x, x, p, bandwidth=0)
+
+
+def test_mix_weights_terms_and_checks_lengths() -> None:
+    a, b = torch.tensor(2.0), torch.tensor(3.0)
+    assert mix([a, b], [0.5, 2.0]).item() == pytest.approx(7.0)
+    with pytest.raises(ValueError, match="2 terms but 1 weights"):
+        mix([a, b], [1.0])
+
+
+def test_objectives_reject_mismatched_rows() -> None:
+    p = Normal(torch.zeros(1), 1.0)
+    x = p.sample(4)
+    with pytest.raises(ValueError, match="behaviors has 3 rows but there are 4 samples"):
+        maxvar(torch.zeros(3, 2), x, p)
+
+
+def test_evograd_demos_reach_their_goals() -> None:
+    assert evograd_demos.main([]) == 0
+    assert math.isclose(evograd_demos.PEAK, 7.853981, rel_tol=1e-5)
