@@ -1,0 +1,107 @@
+"""Flat parameter vectors of modules, and many parameter vectors of one policy run at once.
+
+``BatchedForward`` is batch-invariant: the outputs of member ``i`` are bitwise the same whether
+it runs alone or with other members, so a batched evaluation reproduces a single-member one.
+Both paths use one batched matrix product per layer, whose per-member result does not depend on
+the number of members, and elementwise ops from ``neuroes.agents.activations``;
+``tests/test_agents.py`` checks this.
+"""
+
+from __future__ import annotations
+
+import torch
+from neuroes.agents.activations import ACTIVATIONS
+from neuroes.agents.policies import MLPPolicy, Policy
+from torch import Tensor, nn
+from torch.func import functional_call
+
+MODES = ("auto", "bmm", "vmap")
+
+
+def num_params(module: nn.Module) -> int:
+    """Number of scalar parameters."""
+    return sum(p.numel() for p in module.parameters())
+
+
+def get_flat(module: nn.Module) -> Tensor:
+    """A detached copy ``(d,)`` of all parameters, in the order of ``module.parameters()``."""
+    return torch.cat([p.detach().reshape(-1) for p in module.parameters()])
+
+
+def set_flat(module: nn.Module, vector: Tensor) -> None:
+    """Copies ``vector (d,)`` into the parameters in place."""
+    size = num_params(module)
+    if vector.numel() != size:
+        raise ValueError(f"vector has {vector.numel()} elements, module has {size} parameters")
+    offset = 0
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(vector[offset : offset + p.numel()].view_as(p))
+            offset += p.numel()
+
+
+class BatchedForward:
+    """Runs P parameter vectors of one policy on P batches of observations in one call.
+
+    ``mode``: "bmm" slices the vectors into per-layer weights and applies ``torch.baddbmm``
+    (MLPPolicy and LinearPolicy only); "vmap" maps ``torch.func.functional_call`` over the
+    members (any policy); "auto" picks "bmm" where it applies. Runs on the device of ``thetas``.
+    """
+
+    def __init__(self, policy: Policy, mode: str = "auto") -> None:
+        if mode not in MODES:
+            raise ValueError(f"unknown mode {mode!r}; accepted: {', '.join(MODES)}")
+        is_mlp = isinstance(policy, MLPPolicy)
+        if mode == "bmm" and not is_mlp:
+            raise ValueError(f"mode 'bmm' needs an MLPPolicy, got {type(policy).__name__}")
+        self.policy = policy
+        self.mode = mode if mode != "auto" else ("bmm" if is_mlp else "vmap")
+        self.size = num_params(policy)
+        self._slices: dict[str, tuple[int, int, torch.Size]] = {}
+        offset = 0
+        for name, p in policy.named_parameters():
+            self._slices[name] = (offset, offset + p.numel(), p.shape)
+            offset += p.numel()
+        member = self._recurrent_member if policy.recurrent else self._feedforward_member
+        self._vmapped = torch.vmap(member)
+
+    def __call__(
+        self, thetas: Tensor, obs: Tensor, state: Tensor | None = None
+    ) -> tuple[Tensor, Tensor | None]:
+        """``thetas (P, d)``, ``obs (P, B, obs_dim)``, ``state (P, B, H)`` or None ->
+        ``(outputs (P, B, head.out_features), new state)``."""
+        if thetas.ndim != 2 or thetas.shape[1] != self.size:
+            raise ValueError(f"thetas must be (P, {self.size}), got {tuple(thetas.shape)}")
+        if self.mode == "bmm":
+            return self._bmm(thetas, obs), None
+        if not self.policy.recurrent:
+            return self._vmapped(thetas, obs), None
+        if state is None:
+            initial = self.policy.initial_state(obs.shape[1]).to(obs)
+            state = initial.expand(len(thetas), *initial.shape)
+        return self._vmapped(thetas, obs, state)
+
+    def _params(self, theta: Tensor) -> dict[str, Tensor]:
+        return {name: theta[a:b].view(shape) for name, (a, b, shape) in self._slices.items()}
+
+    def _feedforward_member(self, theta: Tensor, obs: Tensor) -> Tensor:
+        return functional_call(self.policy, self._params(theta), (obs,))[0]
+
+    def _recurrent_member(self, theta: Tensor, obs: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
+        return functional_call(self.policy, self._params(theta), (obs, state))
+
+    def _bmm(self, thetas: Tensor, obs: Tensor) -> Tensor:
+        policy: MLPPolicy = self.policy  # type: ignore[assignment]
+        act = ACTIVATIONS[policy.activation]
+        count = len(thetas)
+        x = obs
+        last = len(policy.layers) - 1
+        for k in range(last + 1):
+            w0, w1, (n_out, n_in) = self._slices[f"layers.{k}.weight"]
+            b0, b1, _ = self._slices[f"layers.{k}.bias"]
+            weight = thetas[:, w0:w1].view(count, n_out, n_in)
+            bias = thetas[:, b0:b1].unsqueeze(1)
+            x = torch.baddbmm(bias, x, weight.transpose(1, 2))
+            if k < last:
+                x = act(x)
+        return x
