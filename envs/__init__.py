@@ -1,0 +1,63 @@
+"""Behavior descriptors, reward wrappers and custom environments (``neuroes/PointMaze-v0``).
+
+Importing this package registers the custom environments with Gymnasium.
+"""
+
+from __future__ import annotations
+
+import gymnasium as gym
+from neuroes.envs.descriptors import (
+    DESCRIPTORS,
+    VECTOR_DESCRIPTORS,
+    Descriptor,
+    VectorDescriptor,
+    car_x,
+    cart_x,
+    descriptor_for,
+    hull_x,
+    lander_xy,
+    point_xy,
+    torso_x,
+    torso_xy,
+    vector_cart_x,
+    vector_descriptor_for,
+    vector_point_xy,
+)
+from neuroes.envs.maze import Maze
+from neuroes.envs.point_maze import EPISODE_STEPS, PointMazeEnv, PointMazeVectorEnv
+from neuroes.envs.wrappers import RemoveAliveBonus, RemoveControlCost
+
+POINT_MAZE_ID = "neuroes/PointMaze-v0"
+
+if POINT_MAZE_ID not in gym.registry:
+    gym.register(
+        id=POINT_MAZE_ID,
+        entry_point="neuroes.envs.point_maze:PointMazeEnv",
+        vector_entry_point="neuroes.envs.point_maze:PointMazeVectorEnv",
+        max_episode_steps=EPISODE_STEPS,
+    )
+
+__all__ = [
+    "DESCRIPTORS",
+    "EPISODE_STEPS",
+    "POINT_MAZE_ID",
+    "VECTOR_DESCRIPTORS",
+    "Descriptor",
+    "Maze",
+    "PointMazeEnv",
+    "PointMazeVectorEnv",
+    "RemoveAliveBonus",
+    "RemoveControlCost",
+    "VectorDescriptor",
+    "car_x",
+    "cart_x",
+    "descriptor_for",
+    "hull_x",
+    "lander_xy",
+    "point_xy",
+    "torso_x",
+    "torso_xy",
+    "vector_cart_x",
+    "vector_descriptor_for",
+    "vector_point_xy",
+]
