@@ -2,20 +2,45 @@
 
 ``BatchedForward`` is batch-invariant: the outputs of member ``i`` are bitwise the same whether
 it runs alone or with other members, so a batched evaluation reproduces a single-member one.
-Both paths use one batched matrix product per layer, whose per-member result does not depend on
-the number of members, and elementwise ops from ``neuroes.agents.activations``;
+Both paths use one batched matrix product per layer and elementwise ops from
+``neuroes.agents.activations``. The CPU matrix kernels pick their code path by the memory
+alignment of each member's matrices, so every member's parameters and observations are laid
+out at 64-byte boundaries (:func:`aligned_rows`), as a lone member's are;
 ``tests/test_agents.py`` checks this.
 """
 
 from __future__ import annotations
 
 import torch
-from neuroes.agents.activations import ACTIVATIONS
-from neuroes.agents.policies import MLPPolicy, Policy
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from neuroes.agents.activations import ACTIVATIONS
+from neuroes.agents.policies import MLPPolicy, Policy
+
 MODES = ("auto", "bmm", "vmap")
+ALIGNMENT = 64  # bytes
+
+
+def _rows_aligned(x: Tensor) -> bool:
+    step = ALIGNMENT // x.element_size()
+    return (
+        x.data_ptr() % ALIGNMENT == 0
+        and (len(x) <= 1 or x.stride(0) % step == 0)
+        and (len(x) == 0 or x[0].is_contiguous())
+    )
+
+
+def aligned_rows(x: Tensor) -> Tensor:
+    """``x`` (P, ...) with each row starting at a 64-byte boundary: ``x`` itself when it already
+    does, else a view of a zero-padded copy."""
+    if _rows_aligned(x):
+        return x
+    step = ALIGNMENT // x.element_size()
+    row = x[0].numel()
+    padded = x.new_zeros(len(x), -(-row // step) * step)
+    padded[:, :row] = x.reshape(len(x), row)
+    return padded[:, :row].unflatten(1, x.shape[1:])
 
 
 def num_params(module: nn.Module) -> int:
@@ -72,6 +97,8 @@ class BatchedForward:
         ``(outputs (P, B, head.out_features), new state)``."""
         if thetas.ndim != 2 or thetas.shape[1] != self.size:
             raise ValueError(f"thetas must be (P, {self.size}), got {tuple(thetas.shape)}")
+        thetas, obs = aligned_rows(thetas), aligned_rows(obs)
+        state = None if state is None else aligned_rows(state)
         if self.mode == "bmm":
             return self._bmm(thetas, obs), None
         if not self.policy.recurrent:
@@ -80,6 +107,11 @@ class BatchedForward:
             initial = self.policy.initial_state(obs.shape[1]).to(obs)
             state = initial.expand(len(thetas), *initial.shape)
         return self._vmapped(thetas, obs, state)
+
+    @staticmethod
+    def prepare(thetas: Tensor) -> Tensor:
+        """``thetas`` in the aligned layout; prepare once to avoid a copy on every call."""
+        return aligned_rows(thetas)
 
     def _params(self, theta: Tensor) -> dict[str, Tensor]:
         return {name: theta[a:b].view(shape) for name, (a, b, shape) in self._slices.items()}

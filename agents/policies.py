@@ -15,9 +15,10 @@ import torch
 import torch.nn.functional as F
 from gymnasium import Space
 from gymnasium.spaces import Box, Discrete
+from torch import Tensor, nn
+
 from neuroes.agents.activations import ACTIVATIONS, sigmoid
 from neuroes.agents.heads import ActionHead, make_head
-from torch import Tensor, nn
 
 OUTPUT_SCALE = 0.01
 

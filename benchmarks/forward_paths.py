@@ -12,6 +12,7 @@ import time
 import numpy as np
 import torch
 from gymnasium import spaces
+
 from neuroes.agents import BatchedForward, MLPPolicy, num_params
 
 CASES = [

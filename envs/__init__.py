@@ -6,6 +6,7 @@ Importing this package registers the custom environments with Gymnasium.
 from __future__ import annotations
 
 import gymnasium as gym
+
 from neuroes.envs.descriptors import (
     DESCRIPTORS,
     VECTOR_DESCRIPTORS,

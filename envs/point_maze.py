@@ -26,6 +26,7 @@ from gymnasium import spaces
 from gymnasium.utils import seeding
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
+
 from neuroes.envs.maze import TRAP, Maze
 
 EPISODE_STEPS = 100

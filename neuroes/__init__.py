@@ -9,6 +9,16 @@ from neuroes.distributions import (
 )
 from neuroes.expectation import expectation
 
+
+def __getattr__(name: str):
+    # ``neuroes.load`` imports gymnasium and the policies; only pay for it when used.
+    if name == "load":
+        from neuroes.checkpoint import load
+
+        return load
+    raise AttributeError(f"module 'neuroes' has no attribute {name!r}")
+
+
 __all__ = [
     "Bernoulli",
     "Categorical",
@@ -16,5 +26,6 @@ __all__ = [
     "NoiseTable",
     "Normal",
     "expectation",
+    "load",
 ]
 __version__ = "0.1.0"

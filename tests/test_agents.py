@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from gymnasium import spaces
+
 from neuroes.agents import (
     POLICIES,
     BatchedForward,

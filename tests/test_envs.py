@@ -6,10 +6,11 @@ import importlib
 import warnings
 
 import gymnasium as gym
-import neuroes.envs
 import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
+
+import neuroes.envs
 from neuroes.envs import (
     EPISODE_STEPS,
     Maze,

@@ -1,0 +1,83 @@
+"""The training configuration: one dataclass, one line of help per field.
+
+Fields left as ``None`` take the environment's defaults from :mod:`neuroes.presets`;
+:meth:`Config.resolved` fills them in and checks every value.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from neuroes.presets import defaults_for
+
+ALGORITHMS = ("nes", "maxvar", "maxent")
+POLICY_KINDS = ("linear", "mlp", "gru")
+
+
+def _help(text: str, default=None, **kwargs):
+    return field(default=default, metadata={"help": text, **kwargs})
+
+
+@dataclass
+class Config:
+    env_id: str = _help("Gymnasium environment id, e.g. CartPole-v1")
+    algo: str = _help(
+        "nes (expected fitness), maxvar or maxent (evolvability)", "nes", choices=ALGORITHMS
+    )
+    popsize: int | None = _help("population size per generation (even: sampling is mirrored)")
+    sigma: float | None = _help("initial standard deviation of the search distribution")
+    lr: float | None = _help("Adam learning rate of the distribution's mean")
+    generations: int | None = _help("number of generations to run")
+    episodes: int | None = _help("episodes per member and generation (their returns are averaged)")
+    max_steps: int | None = _help("cut every episode after this many steps (default: env limit)")
+    seed: int = _help("seed of the run: noise, episodes and policy initialization", 0)
+    logdir: str | None = _help("run folder (default runs/<env>-<algo>-<time>)")
+    resume: str | None = _help("continue the run saved in this checkpoint")
+    policy: str | None = _help("policy network: linear, mlp or gru", choices=POLICY_KINDS)
+    hidden: tuple[int, ...] | None = _help("hidden layer sizes of the mlp policy", nargs="+")
+    learn_sigma: bool = _help("learn sigma (log-parametrized) along with the mean", False)
+    sigma_lr: float = _help("learning rate of log-sigma when it is learned", 0.01)
+    weight_decay: float = _help("L2 coefficient on the mean (gradient term -c * mu)", 0.0)
+    fitness_weight: float = _help(
+        "weight of expected fitness added to an evolvability objective", 0.0
+    )
+    bandwidth: float = _help("MaxEnt kernel bandwidth, in z-scored behavior units", 1.0)
+    normalize: bool = _help("normalize observations with running statistics", True)
+    eval_episodes: int = _help("episodes of the mean policy's evaluation every generation", 10)
+    confirm_episodes: int = _help("episodes confirming that the target return is reached", 100)
+    target_return: float | None = _help(
+        "stop once the mean policy reaches this return (default: the env's reward_threshold)"
+    )
+    checkpoint_every: int = _help("write checkpoint.pkl every this many generations", 10)
+    scatter_every: int = _help("plot the population's final positions every this many gens", 10)
+    device: str = _help("device of the policy forward: cpu or cuda", "cpu")
+    progress: bool = _help("show a progress bar", True)
+
+    def resolved(self) -> Config:
+        """A copy with the environment's defaults filled in; ValueError on a bad value."""
+        defaults = defaults_for(self.env_id)
+        filled = {name: defaults[name] for name in defaults if getattr(self, name) is None}
+        config = dataclasses.replace(self, **filled)
+        config.hidden = tuple(config.hidden)
+        for name in (
+            "popsize",
+            "generations",
+            "episodes",
+            "eval_episodes",
+            "confirm_episodes",
+            "checkpoint_every",
+            "scatter_every",
+        ):
+            if getattr(config, name) < 1:
+                raise ValueError(f"{name} must be a positive integer, got {getattr(config, name)}")
+        for name in ("sigma", "lr", "bandwidth"):
+            if not getattr(config, name) > 0:
+                raise ValueError(f"{name} must be positive, got {getattr(config, name)}")
+        if config.popsize % 2:
+            raise ValueError(f"popsize must be even for mirrored sampling, got {config.popsize}")
+        if config.max_steps is not None and config.max_steps < 1:
+            raise ValueError(f"max_steps must be positive, got {config.max_steps}")
+        if config.algo not in ALGORITHMS:
+            raise ValueError(f"unknown algo {config.algo!r}; accepted: {', '.join(ALGORITHMS)}")
+        return config

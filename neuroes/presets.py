@@ -1,0 +1,66 @@
+"""Training defaults per environment, in one table.
+
+A field left out of an environment's row takes its value from ``GENERIC``; a flag given on the
+command line overrides both. ``target_return`` defaults to the environment's
+``spec.reward_threshold`` when it has one.
+"""
+
+from __future__ import annotations
+
+GENERIC: dict = {
+    "popsize": 64,
+    "sigma": 0.05,
+    "lr": 0.03,
+    "policy": "mlp",
+    "hidden": (32, 32),
+    "episodes": 1,
+    "generations": 300,
+    "max_steps": None,
+}
+
+PRESETS: dict[str, dict] = {
+    "CartPole-v1": {"popsize": 32, "sigma": 0.1, "lr": 0.1, "hidden": (16,), "generations": 100},
+    "Pendulum-v1": {
+        "popsize": 64,
+        "sigma": 0.1,
+        "lr": 0.05,
+        "hidden": (32,),
+        "episodes": 3,
+        "generations": 300,
+    },
+    "MountainCarContinuous-v0": {
+        "popsize": 64,
+        "sigma": 0.5,
+        "lr": 0.1,
+        "hidden": (16,),
+        "generations": 100,
+    },
+    "LunarLander-v3": {
+        "popsize": 128,
+        "sigma": 0.05,
+        "lr": 0.03,
+        "hidden": (64, 64),
+        "episodes": 3,
+        "generations": 500,
+    },
+    "HalfCheetah-v5": {
+        "popsize": 64,
+        "sigma": 0.02,
+        "lr": 0.02,
+        "hidden": (64, 64),
+        "generations": 1000,
+    },
+    "Ant-v5": {"popsize": 64, "sigma": 0.02, "lr": 0.02, "hidden": (64, 64), "generations": 1000},
+    "neuroes/PointMaze-v0": {
+        "popsize": 100,
+        "sigma": 0.1,
+        "lr": 0.05,
+        "hidden": (16,),
+        "generations": 100,
+    },
+}
+
+
+def defaults_for(env_id: str) -> dict:
+    """The training defaults of ``env_id``: its row of ``PRESETS`` over ``GENERIC``."""
+    return {**GENERIC, **PRESETS.get(env_id, {})}

@@ -1,0 +1,311 @@
+"""The vectorized rollout evaluator: a population of parameter vectors on Gymnasium environments.
+
+Every member plays ``episodes`` episodes; episode ``e`` of every member starts from
+``reset(seed=seed + e)``, so all members of a generation meet the same start states (common
+random numbers) and a member's result depends only on its parameters and the seed. A shard of
+a population is therefore just a smaller population: member ``i`` of a batch gets exactly the
+result of evaluating ``thetas[i:i+1]`` alone.
+
+Each sub-environment plays exactly one episode and is never reset mid-evaluation, so the final
+position is always read from the terminal state, whatever autoreset mode a vector environment
+uses. Two kinds of population environment run the episodes:
+
+- a native vector environment (Gymnasium's ``vector_entry_point``) for the families listed in
+  ``NATIVE_VECTOR``: all sub-environments are stepped in one numpy call, finished ones included
+  (stepping them costs nothing) and their results masked out;
+- a list of ordinary environments otherwise: only members whose episodes are still running are
+  stepped, because a simulator step (MuJoCo, Box2D) is the expensive part.
+
+The policy forward for the whole population is one batched call per step
+(:class:`neuroes.agents.BatchedForward`); observations are normalized with the frozen
+statistics of an :class:`neuroes.agents.ObservationNormalizer`, and the statistics of the
+states visited are returned so the caller can update it after the generation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torch import Tensor
+
+import neuroes.envs  # noqa: F401  (registers the custom environments)
+from neuroes.agents import BatchedForward, ObservationNormalizer, Policy, flatten_observations
+from neuroes.envs import Descriptor, descriptor_for, vector_descriptor_for
+
+EnvSource = str | Callable[[], gym.Env]
+
+
+class RolloutError(RuntimeError):
+    """An environment failed or produced a non-finite value during an evaluation."""
+
+
+@dataclass
+class Rollouts:
+    """Per-member results of one evaluation, means over the member's episodes.
+
+    ``behaviors`` has shape (P, k), with k = 0 when the environment has no descriptor.
+    ``observation_stats`` is (count, sum, sum of squares) of every observation the policies
+    saw, in float64, for :meth:`ObservationNormalizer.update`.
+    """
+
+    returns: np.ndarray
+    lengths: np.ndarray
+    behaviors: np.ndarray
+    env_steps: int
+    observation_stats: tuple[float, np.ndarray, np.ndarray]
+
+
+def make_env(env: EnvSource, env_kwargs: dict | None = None, **make_kwargs) -> gym.Env:
+    """One environment from an id or a factory; an unknown id is a one-line ValueError."""
+    if callable(env):
+        return env()
+    try:
+        return gym.make(env, **(env_kwargs or {}), **make_kwargs)
+    except gym.error.Error as error:
+        raise ValueError(f"unknown environment {env!r}: {error}") from None
+
+
+def _family(env_id: str) -> str:
+    return env_id.split("/")[-1].split("-v")[0]
+
+
+class _EnvList:
+    """Ordinary environments, one per running episode; only running ones are stepped."""
+
+    def __init__(self, env: EnvSource, env_kwargs: dict | None, descriptor: Descriptor | None):
+        self.source, self.env_kwargs, self.descriptor = env, env_kwargs, descriptor
+        first = make_env(env, env_kwargs, disable_env_checker=True)
+        self.envs = [first]
+        self.observation_space, self.action_space = first.observation_space, first.action_space
+
+    def reset(self, seeds: np.ndarray) -> np.ndarray:
+        while len(self.envs) < len(seeds):
+            self.envs.append(make_env(self.source, self.env_kwargs, disable_env_checker=True))
+        self.active_envs = self.envs[: len(seeds)]
+        return np.stack(
+            [env.reset(seed=int(s))[0] for env, s in zip(self.active_envs, seeds, strict=True)]
+        )
+
+    def step(self, actions: np.ndarray, running: np.ndarray, observations: np.ndarray):
+        n = len(self.active_envs)
+        rewards = np.zeros(n)
+        terminated = np.zeros(n, dtype=bool)
+        truncated = np.zeros(n, dtype=bool)
+        for j in np.flatnonzero(running):
+            try:
+                obs, rewards[j], terminated[j], truncated[j], _ = self.active_envs[j].step(
+                    actions[j]
+                )
+            except Exception as error:
+                raise _EnvFailure(j, f"raised {type(error).__name__}: {error}") from error
+            observations[j] = obs
+        return observations, rewards, terminated, truncated
+
+    def positions(self, indices: np.ndarray) -> np.ndarray:
+        return np.stack([self.descriptor(self.active_envs[j]) for j in indices])
+
+
+class _CartPoleVector:
+    """Gymnasium's native CartPole vector environment, with one seed per sub-environment.
+
+    The native ``reset`` draws every sub-environment's start from one generator, so the start
+    of sub-environment j would depend on j and on the population size. Each start is instead
+    the state ``CartPoleEnv.reset(seed=s)`` draws, written into the vector's state.
+    """
+
+    def __init__(self, env_id: str, env_kwargs: dict | None):
+        self.env_id, self.env_kwargs = env_id, env_kwargs or {}
+        self.single = make_env(env_id, env_kwargs).unwrapped
+        self.observation_space, self.action_space = (
+            self.single.observation_space,
+            self.single.action_space,
+        )
+        self.vector = None
+        self.position_of = vector_descriptor_for(env_id)
+
+    def reset(self, seeds: np.ndarray) -> np.ndarray:
+        if self.vector is None or self.vector.num_envs != len(seeds):
+            self.vector = gym.make_vec(
+                self.env_id, len(seeds), vectorization_mode="vector_entry_point", **self.env_kwargs
+            )
+        unwrapped = self.vector.unwrapped
+        unwrapped.reset(seed=0)
+        starts = {}
+        for s in np.unique(seeds):
+            self.single.reset(seed=int(s))
+            starts[s] = np.array(self.single.state, dtype=np.float64)
+        unwrapped.state = np.stack([starts[s] for s in seeds], axis=1)
+        return unwrapped.state.T.astype(np.float32)
+
+    def step(self, actions: np.ndarray, running: np.ndarray, observations: np.ndarray):
+        observations, rewards, terminated, truncated, _ = self.vector.unwrapped.step(actions)
+        return observations, rewards.astype(np.float64), terminated, truncated
+
+    def positions(self, indices: np.ndarray) -> np.ndarray:
+        return self.position_of(self.vector.unwrapped)[indices]
+
+
+class _SeededVector(_CartPoleVector):
+    """A native vector environment whose ``reset`` takes one seed per sub-environment."""
+
+    def reset(self, seeds: np.ndarray) -> np.ndarray:
+        if self.vector is None or self.vector.num_envs != len(seeds):
+            self.vector = gym.make_vec(
+                self.env_id, len(seeds), vectorization_mode="vector_entry_point", **self.env_kwargs
+            )
+        return self.vector.unwrapped.reset(seed=[int(s) for s in seeds])[0]
+
+
+NATIVE_VECTOR = {"CartPole": _CartPoleVector, "PointMaze": _SeededVector}
+
+
+class _EnvFailure(Exception):
+    def __init__(self, index: int, what: str):
+        super().__init__(what)
+        self.index, self.what = index, what
+
+
+class Evaluator:
+    """Evaluates populations of one policy architecture on one environment.
+
+    Args:
+        env: a registered environment id (``"HalfCheetah-v5"``) or a factory returning an env.
+        policy: the policy module whose flat parameter vectors are evaluated.
+        env_kwargs: keyword arguments for ``gymnasium.make``.
+        descriptor: ``"auto"`` for the environment family's final-position descriptor (none
+            when the family has no known one), ``None`` for no behaviors, or a function of a
+            single environment returning its behavior vector.
+        normalizer: observation normalizer applied (frozen) before the policy.
+        device: where parameters and the batched forward live; environments stay on the CPU.
+
+    The environments are built once and reused by every call to :meth:`evaluate`.
+    """
+
+    def __init__(
+        self,
+        env: EnvSource,
+        policy: Policy,
+        env_kwargs: dict | None = None,
+        descriptor: Descriptor | str | None = "auto",
+        normalizer: ObservationNormalizer | None = None,
+        device: str | torch.device = "cpu",
+    ) -> None:
+        env_id = env if isinstance(env, str) else None
+        if descriptor == "auto":
+            descriptor = descriptor_for(env_id) if env_id else None
+            native = NATIVE_VECTOR.get(_family(env_id)) if env_id else None
+        elif descriptor is not None and not callable(descriptor):
+            raise ValueError(f"descriptor must be 'auto', None or a function, got {descriptor!r}")
+        else:
+            native = None
+        self.population = (
+            native(env_id, env_kwargs) if native else _EnvList(env, env_kwargs, descriptor)
+        )
+        self.has_behaviors = descriptor is not None
+        self.policy = policy
+        self.normalizer = normalizer
+        self.device = torch.device(device)
+        self.forward = BatchedForward(policy.to(self.device))
+
+    def evaluate(
+        self, thetas: Tensor, episodes: int = 1, max_steps: int | None = None, seed: int = 0
+    ) -> Rollouts:
+        """Play ``episodes`` episodes of every member; see the module docstring for seeding."""
+        if thetas.dim() != 2:
+            raise ValueError(
+                f"thetas must have shape (population, parameters), got {tuple(thetas.shape)}"
+            )
+        if episodes < 1:
+            raise ValueError(f"episodes must be positive, got {episodes}")
+        p, n = len(thetas), len(thetas) * episodes
+        # One row per episode, so that an episode's actions do not depend on how many episodes
+        # run beside it (matrix kernels round differently for different row counts).
+        thetas = thetas.to(self.device, torch.float32).repeat_interleave(episodes, 0)
+        thetas = self.forward.prepare(thetas)
+        seeds = np.tile(seed + np.arange(episodes), p)
+        obs = self.population.reset(seeds)
+        space = self.population.observation_space
+        state = self.policy.initial_state(n)
+        state = None if state is None else state.to(self.device).unsqueeze(1)
+
+        running = np.ones(n, dtype=bool)
+        returns = np.zeros(n)
+        lengths = np.zeros(n, dtype=np.int64)
+        behaviors = None
+        count, total, total_sq = 0.0, 0.0, 0.0
+        step = 0
+        while running.any():
+            flat = flatten_observations(space, obs)
+            seen = flat[running].astype(np.float64)
+            count, total, total_sq = (
+                count + len(seen),
+                total + seen.sum(0),
+                total_sq + (seen * seen).sum(0),
+            )
+            inputs = torch.from_numpy(flat).to(self.device).unsqueeze(1)
+            if self.normalizer is not None:
+                inputs = self.normalizer(inputs)
+            with torch.no_grad():
+                outputs, state = self.forward(thetas, inputs, state)
+                actions = self.policy.head.to_numpy(self.policy.head(outputs)).reshape(
+                    n, *self.population.action_space.shape
+                )
+            try:
+                obs, rewards, terminated, truncated = self.population.step(
+                    actions, running, obs.copy()
+                )
+            except _EnvFailure as failure:
+                raise self._error(failure.index, episodes, step + 1, failure.what) from failure
+            step += 1
+            self._check_finite(obs, rewards, running, episodes, step)
+            returns[running] += rewards[running]
+            lengths[running] += 1
+            cut = max_steps is not None and step >= max_steps
+            ended = running & (terminated | truncated | cut)
+            if self.has_behaviors and ended.any():
+                where = np.flatnonzero(ended)
+                positions = self.population.positions(where)
+                if behaviors is None:
+                    behaviors = np.zeros((n, positions.shape[1]))
+                behaviors[where] = positions
+            running &= ~ended
+
+        behaviors = np.zeros((n, 0)) if behaviors is None else behaviors
+        return Rollouts(
+            returns=returns.reshape(p, episodes).mean(1),
+            lengths=lengths.reshape(p, episodes).mean(1),
+            behaviors=behaviors.reshape(p, episodes, -1).mean(1),
+            env_steps=int(lengths.sum()),
+            observation_stats=(count, np.asarray(total), np.asarray(total_sq)),
+        )
+
+    def _check_finite(self, obs, rewards, running, episodes, step) -> None:
+        for values, what in ((rewards, "reward"), (obs.reshape(len(obs), -1), "observation")):
+            bad = running & ~np.isfinite(values.reshape(len(values), -1)).all(1)
+            if bad.any():
+                j = int(np.flatnonzero(bad)[0])
+                raise self._error(j, episodes, step, f"returned a non-finite {what}")
+
+    @staticmethod
+    def _error(index: int, episodes: int, step: int, what: str) -> RolloutError:
+        member, episode = divmod(index, episodes)
+        where = f"member {member}, episode {episode}"
+        return RolloutError(f"{where}: environment {what} at step {step}")
+
+
+def evaluate(
+    env: EnvSource,
+    policy: Policy,
+    thetas: Tensor,
+    episodes: int = 1,
+    max_steps: int | None = None,
+    seed: int = 0,
+    **evaluator_kwargs,
+) -> Rollouts:
+    """Evaluate ``thetas`` (P, d) once; build an :class:`Evaluator` to evaluate repeatedly."""
+    evaluator = Evaluator(env, policy, **evaluator_kwargs)
+    return evaluator.evaluate(thetas, episodes, max_steps, seed)

@@ -1,0 +1,180 @@
+"""The vectorized evaluator against single-member and plain sequential rollouts."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+from neuroes.agents import (
+    BatchedForward,
+    ObservationNormalizer,
+    flatten_observations,
+    get_flat,
+    make_policy,
+    num_params,
+)
+from neuroes.rollout import Evaluator, RolloutError, evaluate
+
+
+def _population(policy, n: int, seed: int = 0, scale: float = 0.5) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    noise = torch.randn(n, num_params(policy), generator=generator)
+    return get_flat(policy) + scale * noise
+
+
+def _policy(env_id: str, kind: str = "mlp", **kwargs):
+    env = gym.make(env_id)
+    torch.manual_seed(0)
+    return make_policy(kind, env.observation_space, env.action_space, **kwargs)
+
+
+def _normalizer(env_id: str) -> ObservationNormalizer:
+    env = gym.make(env_id)
+    obs = np.stack([env.observation_space.sample() for _ in range(50)]) * 0.1
+    normalizer = ObservationNormalizer(obs.shape[1])
+    normalizer.update(*ObservationNormalizer.statistics(obs))
+    return normalizer
+
+
+@pytest.mark.parametrize(
+    "env_id, kind, max_steps",
+    [
+        ("CartPole-v1", "mlp", None),  # native vector environment, Discrete actions
+        ("CartPole-v1", "gru", None),  # recurrent state through the batch
+        ("MountainCarContinuous-v0", "mlp", 200),  # list of environments, Box actions
+        ("HalfCheetah-v5", "mlp", 150),  # MuJoCo, Box actions
+    ],
+)
+def test_member_of_a_batch_equals_its_single_member_rollout(env_id, kind, max_steps) -> None:
+    policy = _policy(env_id, kind)
+    evaluator = Evaluator(env_id, policy, normalizer=_normalizer(env_id))
+    thetas = _population(policy, 7)
+    batch = evaluator.evaluate(thetas, episodes=2, max_steps=max_steps, seed=11)
+    assert batch.returns.shape == (7,) and batch.behaviors.shape == (7, 1)
+    assert len(np.unique(batch.returns)) > 1, "members should differ"
+    for i in range(7):
+        single = evaluator.evaluate(thetas[i : i + 1], episodes=2, max_steps=max_steps, seed=11)
+        assert single.returns[0] == batch.returns[i]
+        assert single.lengths[0] == batch.lengths[i]
+        np.testing.assert_array_equal(single.behaviors[0], batch.behaviors[i])
+
+
+@pytest.mark.parametrize("env_id, max_steps", [("CartPole-v1", None), ("HalfCheetah-v5", 60)])
+def test_evaluator_matches_a_plain_sequential_loop(env_id, max_steps) -> None:
+    """Returns, lengths and the true final position read from the environment itself.
+
+    Actions come from the same forward path (a one-member ``BatchedForward``): a plain module
+    call rounds differently in the last bit, which a chaotic simulator amplifies.
+    """
+    policy = _policy(env_id)
+    forward = BatchedForward(policy)
+    thetas = _population(policy, 3, seed=2)
+    result = evaluate(env_id, policy, thetas, episodes=2, max_steps=max_steps, seed=5)
+    for i in range(3):
+        returns, lengths, positions = [], [], []
+        for episode in range(2):
+            env = gym.make(env_id)
+            obs, _ = env.reset(seed=5 + episode)
+            total, steps, done = 0.0, 0, False
+            while not done:
+                inputs = torch.from_numpy(flatten_observations(env.observation_space, obs[None]))
+                with torch.no_grad():
+                    output, _ = forward(thetas[i : i + 1], inputs[None])
+                    action = policy.head.to_numpy(policy.head(output))[0, 0]
+                obs, reward, terminated, truncated, _ = env.step(action)
+                total, steps = total + reward, steps + 1
+                done = terminated or truncated or steps == max_steps
+            position = env.unwrapped.state[0] if env_id.startswith("Cart") else None
+            if position is None:
+                position = env.unwrapped.data.qpos[0]
+            returns.append(total)
+            lengths.append(steps)
+            positions.append(position)
+        assert result.lengths[i] == np.mean(lengths)
+        assert result.returns[i] == np.mean(returns)
+        assert result.behaviors[i, 0] == np.mean(positions)
+    assert result.env_steps == 2 * result.lengths.sum()
+
+
+def test_same_seed_same_result_different_seed_different() -> None:
+    policy = _policy("CartPole-v1")
+    evaluator = Evaluator("CartPole-v1", policy)
+    thetas = _population(policy, 10)
+    a = evaluator.evaluate(thetas, seed=1)
+    b = evaluator.evaluate(thetas, seed=1)
+    c = evaluator.evaluate(thetas, seed=2)
+    np.testing.assert_array_equal(a.returns, b.returns)
+    np.testing.assert_array_equal(a.behaviors, b.behaviors)
+    assert not np.array_equal(a.behaviors, c.behaviors)
+
+
+def test_observation_statistics_cover_every_state_the_policies_saw() -> None:
+    policy = _policy("Pendulum-v1")
+    result = evaluate("Pendulum-v1", policy, _population(policy, 4), max_steps=30, seed=0)
+    count, total, total_sq = result.observation_stats
+    assert count == result.env_steps == 4 * 30
+    assert total.dtype == np.float64 and total.shape == (3,)
+    assert np.all(total_sq >= total**2 / count - 1e-9)
+
+
+def test_finished_members_are_not_stepped() -> None:
+    steps_taken = []
+
+    class Counting(gym.Wrapper):
+        def step(self, action):
+            steps_taken.append(1)
+            return super().step(action)
+
+    policy = _policy("Pendulum-v1")
+    result = evaluate(
+        lambda: Counting(gym.make("Pendulum-v1")), policy, _population(policy, 5), max_steps=17
+    )
+    assert len(steps_taken) == result.env_steps == 5 * 17
+
+
+class _Faulty(gym.Wrapper):
+    """Pendulum that goes wrong at a given step."""
+
+    def __init__(self, fault: str, at: int = 3):
+        super().__init__(gym.make("Pendulum-v1"))
+        self.fault, self.at, self.t = fault, at, 0
+
+    def reset(self, **kwargs):
+        self.t = 0
+        return super().reset(**kwargs)
+
+    def step(self, action):
+        self.t += 1
+        obs, reward, terminated, truncated, info = super().step(action)
+        if self.t == self.at:
+            if self.fault == "raise":
+                raise RuntimeError("simulator exploded")
+            if self.fault == "nan-reward":
+                reward = float("nan")
+            if self.fault == "nan-obs":
+                obs = obs * np.nan
+        return obs, reward, terminated, truncated, info
+
+
+@pytest.mark.parametrize(
+    "fault, message",
+    [
+        ("raise", "member 0, episode 0: environment raised RuntimeError: simulator exploded at"),
+        ("nan-reward", "member 0, episode 0: environment returned a non-finite reward at step 3"),
+        ("nan-obs", "member 0, episode 0: environment returned a non-finite observation at step 3"),
+    ],
+)
+def test_environment_faults_name_the_member_and_step(fault, message) -> None:
+    policy = _policy("Pendulum-v1")
+    with pytest.raises(RolloutError, match=message):
+        evaluate(lambda: _Faulty(fault), policy, _population(policy, 2))
+
+
+def test_bad_input_is_rejected() -> None:
+    policy = _policy("Pendulum-v1")
+    with pytest.raises(ValueError, match="unknown environment 'NoSuchEnv-v0'"):
+        Evaluator("NoSuchEnv-v0", policy)
+    with pytest.raises(ValueError, match=r"thetas must have shape \(population, parameters\)"):
+        evaluate("Pendulum-v1", policy, torch.zeros(num_params(policy)))
