@@ -24,8 +24,8 @@ states visited are returned so the caller can update it after the generation.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, fields
 
 import gymnasium as gym
 import numpy as np
@@ -33,7 +33,14 @@ import torch
 from torch import Tensor
 
 import neuroes.envs  # noqa: F401  (registers the custom environments)
-from neuroes.agents import BatchedForward, ObservationNormalizer, Policy, flatten_observations
+from neuroes.agents import (
+    BatchedForward,
+    ObservationNormalizer,
+    Policy,
+    flatten_observations,
+    observation_dim,
+)
+from neuroes.agents.flat import aligned_rows
 from neuroes.envs import Descriptor, descriptor_for, vector_descriptor_for
 
 EnvSource = str | Callable[[], gym.Env]
@@ -48,15 +55,43 @@ class Rollouts:
     """Per-member results of one evaluation, means over the member's episodes.
 
     ``behaviors`` has shape (P, k), with k = 0 when the environment has no descriptor.
-    ``observation_stats`` is (count, sum, sum of squares) of every observation the policies
-    saw, in float64, for :meth:`ObservationNormalizer.update`.
+    ``steps`` (P,) counts each member's environment steps over all its episodes, and
+    ``observation_sum`` / ``observation_sum_sq`` (P, obs_dim, float64) sum the observations its
+    policy saw, for :meth:`ObservationNormalizer.update`. Index with rows (``rollouts[2:5]``)
+    and join shards with :meth:`concatenate`.
     """
 
     returns: np.ndarray
     lengths: np.ndarray
     behaviors: np.ndarray
-    env_steps: int
-    observation_stats: tuple[float, np.ndarray, np.ndarray]
+    steps: np.ndarray
+    observation_sum: np.ndarray
+    observation_sum_sq: np.ndarray
+
+    @property
+    def env_steps(self) -> int:
+        return int(self.steps.sum())
+
+    @property
+    def observation_stats(self) -> tuple[float, np.ndarray, np.ndarray]:
+        """(count, sum, sum of squares) of every observation seen, in float64."""
+        return (
+            float(self.steps.sum()),
+            self.observation_sum.sum(0),
+            self.observation_sum_sq.sum(0),
+        )
+
+    def __len__(self) -> int:
+        return len(self.returns)
+
+    def __getitem__(self, rows) -> Rollouts:
+        return Rollouts(*(getattr(self, f.name)[rows] for f in fields(self)))
+
+    @staticmethod
+    def concatenate(parts: Sequence[Rollouts]) -> Rollouts:
+        return Rollouts(
+            *(np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(Rollouts))
+        )
 
 
 def make_env(env: EnvSource, env_kwargs: dict | None = None, **make_kwargs) -> gym.Env:
@@ -92,6 +127,7 @@ class _EnvList:
 
     def step(self, actions: np.ndarray, running: np.ndarray, observations: np.ndarray):
         n = len(self.active_envs)
+        observations = observations.copy()
         rewards = np.zeros(n)
         terminated = np.zeros(n, dtype=bool)
         truncated = np.zeros(n, dtype=bool)
@@ -212,9 +248,17 @@ class Evaluator:
         self.forward = BatchedForward(policy.to(self.device))
 
     def evaluate(
-        self, thetas: Tensor, episodes: int = 1, max_steps: int | None = None, seed: int = 0
+        self,
+        thetas: Tensor,
+        episodes: int = 1,
+        max_steps: int | None = None,
+        seed: int | Sequence[int] = 0,
     ) -> Rollouts:
-        """Play ``episodes`` episodes of every member; see the module docstring for seeding."""
+        """Play ``episodes`` episodes of every member of ``thetas`` (P, d).
+
+        Episode ``e`` of member ``i`` starts from ``reset(seed=seed + e)``, or from
+        ``reset(seed=seed[i] + e)`` when ``seed`` gives one base seed per member.
+        """
         if thetas.dim() != 2:
             raise ValueError(
                 f"thetas must have shape (population, parameters), got {tuple(thetas.shape)}"
@@ -222,48 +266,46 @@ class Evaluator:
         if episodes < 1:
             raise ValueError(f"episodes must be positive, got {episodes}")
         p, n = len(thetas), len(thetas) * episodes
+        base = np.broadcast_to(np.asarray(seed, dtype=np.int64), (p,))
+        seeds = (base[:, None] + np.arange(episodes)).reshape(n)
         # One row per episode, so that an episode's actions do not depend on how many episodes
         # run beside it (matrix kernels round differently for different row counts).
         thetas = thetas.to(self.device, torch.float32).repeat_interleave(episodes, 0)
         thetas = self.forward.prepare(thetas)
-        seeds = np.tile(seed + np.arange(episodes), p)
         obs = self.population.reset(seeds)
         space = self.population.observation_space
+        dim = observation_dim(space)
+        inputs = aligned_rows(torch.zeros(n, 1, dim, device=self.device))
         state = self.policy.initial_state(n)
         state = None if state is None else state.to(self.device).unsqueeze(1)
+        head, action_shape = self.policy.head, self.population.action_space.shape
 
         running = np.ones(n, dtype=bool)
-        returns = np.zeros(n)
-        lengths = np.zeros(n, dtype=np.int64)
+        returns, lengths = np.zeros(n), np.zeros(n, dtype=np.int64)
+        total, total_sq = np.zeros((n, dim)), np.zeros((n, dim))
         behaviors = None
-        count, total, total_sq = 0.0, 0.0, 0.0
         step = 0
         while running.any():
             flat = flatten_observations(space, obs)
-            seen = flat[running].astype(np.float64)
-            count, total, total_sq = (
-                count + len(seen),
-                total + seen.sum(0),
-                total_sq + (seen * seen).sum(0),
-            )
-            inputs = torch.from_numpy(flat).to(self.device).unsqueeze(1)
+            seen = np.where(running[:, None], flat, 0.0)
+            total += seen
+            total_sq += seen * seen
+            observed = torch.from_numpy(flat).to(self.device)
             if self.normalizer is not None:
-                inputs = self.normalizer(inputs)
+                observed = self.normalizer(observed)
+            inputs[:, 0].copy_(observed)
             with torch.no_grad():
                 outputs, state = self.forward(thetas, inputs, state)
-                actions = self.policy.head.to_numpy(self.policy.head(outputs)).reshape(
-                    n, *self.population.action_space.shape
-                )
+                actions = head.to_numpy(head(outputs)).reshape(n, *action_shape)
             try:
-                obs, rewards, terminated, truncated = self.population.step(
-                    actions, running, obs.copy()
-                )
+                obs, rewards, terminated, truncated = self.population.step(actions, running, obs)
             except _EnvFailure as failure:
                 raise self._error(failure.index, episodes, step + 1, failure.what) from failure
             step += 1
-            self._check_finite(obs, rewards, running, episodes, step)
-            returns[running] += rewards[running]
-            lengths[running] += 1
+            if not (np.isfinite(rewards).all() and np.isfinite(obs).all()):
+                self._check_finite(obs, rewards, running, episodes, step)
+            returns += np.where(running, rewards, 0.0)
+            lengths += running
             cut = max_steps is not None and step >= max_steps
             ended = running & (terminated | truncated | cut)
             if self.has_behaviors and ended.any():
@@ -279,8 +321,9 @@ class Evaluator:
             returns=returns.reshape(p, episodes).mean(1),
             lengths=lengths.reshape(p, episodes).mean(1),
             behaviors=behaviors.reshape(p, episodes, -1).mean(1),
-            env_steps=int(lengths.sum()),
-            observation_stats=(count, np.asarray(total), np.asarray(total_sq)),
+            steps=lengths.reshape(p, episodes).sum(1),
+            observation_sum=total.reshape(p, episodes, dim).sum(1),
+            observation_sum_sq=total_sq.reshape(p, episodes, dim).sum(1),
         )
 
     def _check_finite(self, obs, rewards, running, episodes, step) -> None:
@@ -303,7 +346,7 @@ def evaluate(
     thetas: Tensor,
     episodes: int = 1,
     max_steps: int | None = None,
-    seed: int = 0,
+    seed: int | Sequence[int] = 0,
     **evaluator_kwargs,
 ) -> Rollouts:
     """Evaluate ``thetas`` (P, d) once; build an :class:`Evaluator` to evaluate repeatedly."""

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from neuroes.config import Config
-from neuroes.trainer import CONFIRMATION, Run
+from neuroes.trainer import Run
 
 
 @dataclass
@@ -49,15 +49,18 @@ def train(config: Config, resume_overrides: dict | None = None) -> Summary:
     while run.generation < config.generations and not solved:
         tick = time.perf_counter()
         population = run.algorithm.ask()
-        rollouts = run.evaluate(population)
-        if run.normalizer is not None:  # updated after the generation: one normalization per gen
-            run.normalizer.update(*rollouts.observation_stats)
-        scalars = run.algorithm.tell(population, rollouts)
-        run.eval_return = float(run.evaluate_mean(config.eval_episodes).returns[0])
-        if run.eval_return >= run.target:
-            confirmed = float(run.evaluate_mean(config.confirm_episodes, CONFIRMATION).returns[0])
-            scalars["eval/confirmed_return"] = confirmed
-            solved = confirmed >= run.target
+        rollouts, run.eval_return = run.evaluate(population)  # the mean policy rides along
+        scalars = {}
+        if run.eval_return > run.best_return:  # saved as evaluated, before this generation's step
+            run.best_return = run.eval_return
+            run.save("best.pkl")
+        if run.eval_return >= run.target:  # confirmed on many fresh episodes before stopping
+            scalars["eval/confirmed_return"] = run.confirm()
+            solved = scalars["eval/confirmed_return"] >= run.target
+        if not solved:
+            if run.normalizer is not None:  # updated after the generation: frozen within it
+                run.normalizer.update(*rollouts.observation_stats)
+            scalars |= run.algorithm.tell(population, rollouts)
         run.env_steps += rollouts.env_steps
         run.generation += 1
         run.wall_time = time.perf_counter() - start
@@ -78,9 +81,6 @@ def train(config: Config, resume_overrides: dict | None = None) -> Summary:
             if run.generation % config.scatter_every == 0 or solved:
                 run.monitor.scatter(run.generation, rollouts.behaviors, returns)
         run.monitor.log(run.generation, scalars)
-        if run.eval_return > run.best_return:
-            run.best_return = run.eval_return
-            run.save("best.pkl")
         if run.generation % config.checkpoint_every == 0:
             run.save("checkpoint.pkl")
     run.save("checkpoint.pkl")

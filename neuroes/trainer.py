@@ -82,17 +82,32 @@ class Run:
         config = dataclasses.replace(Config(**payload["config"]), **overrides)
         return cls(config, Path(logdir) if logdir else Path(path).parent, payload)
 
-    def evaluate(self, population: Population) -> Rollouts:
-        seed = stream_seed(self.config.seed, self.generation, TRAINING)
-        cfg = self.config
-        return self.evaluator.evaluate(population.thetas, cfg.episodes, cfg.max_steps, seed)
+    def evaluate(self, population: Population) -> tuple[Rollouts, float]:
+        """The population's rollouts and the mean policy's evaluation return, in one batch.
 
-    def evaluate_mean(self, episodes: int, stream: int = EVALUATION) -> Rollouts:
-        """The mean policy (no noise) over ``episodes`` episodes with fresh seeds."""
-        seed = stream_seed(self.config.seed, self.generation, stream)
+        The mean policy (no noise) plays ``eval_episodes`` episodes with fresh seeds as extra
+        rows of the same evaluation; rows do not influence each other.
+        """
+        cfg, evals = self.config, self.config.eval_episodes
+        train_seed = stream_seed(cfg.seed, self.generation, TRAINING)
+        eval_seed = stream_seed(cfg.seed, self.generation, EVALUATION)
+        thetas = torch.cat([population.thetas, self.algorithm.mean.expand(evals, -1)])
+        seeds = np.concatenate([
+            np.full(len(population.thetas), train_seed),
+            eval_seed + cfg.episodes * np.arange(evals),
+        ])  # fmt: skip
+        rollouts = self.evaluator.evaluate(thetas, cfg.episodes, cfg.max_steps, seeds)
+        split = len(population.thetas)
+        return rollouts[:split], float(rollouts.returns[split:].mean())
+
+    def confirm(self) -> float:
+        """The mean policy's return over ``confirm_episodes`` episodes with fresh seeds."""
+        seed = stream_seed(self.config.seed, self.generation, CONFIRMATION)
         mean = self.algorithm.mean.unsqueeze(0)
-        rollouts = self.evaluator.evaluate(mean, episodes, self.config.max_steps, seed)
-        return rollouts
+        episodes = self.config.confirm_episodes
+        return float(
+            self.evaluator.evaluate(mean, episodes, self.config.max_steps, seed).returns[0]
+        )
 
     def save(self, name: str) -> None:
         set_flat(self.policy, self.algorithm.mean)

@@ -60,7 +60,7 @@ def test_saved_policy_loads_in_a_fresh_process_and_reproduces_its_evaluation(
 ) -> None:
     best = cartpole_run.run_dir / "best.pkl"
     saved = checkpoint.read(best)
-    seed = stream_seed(saved["config"]["seed"], saved["generation"] - 1, EVALUATION)
+    seed = stream_seed(saved["config"]["seed"], saved["generation"], EVALUATION)
     episodes = saved["config"]["eval_episodes"]
     script = (
         "import sys, numpy as np, neuroes; from neuroes.render import play;"
