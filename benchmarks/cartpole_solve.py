@@ -36,8 +36,12 @@ TARGET = 475.0
 
 def neuroes_run(seed: int, logdir: str) -> dict:
     summary = train(Config(env_id="CartPole-v1", seed=seed, progress=False, logdir=logdir))
-    return {"solved": summary.solved, "seconds": summary.wall_time,
-            "generations": summary.generations, "env_steps": summary.env_steps}  # fmt: skip
+    return {
+        "solved": summary.solved,
+        "seconds": summary.wall_time,
+        "generations": summary.generations,
+        "env_steps": summary.env_steps,
+    }
 
 
 def mean_return(policy: torch.nn.Module, episodes: int, seed: int) -> float:
@@ -65,8 +69,15 @@ def evotorch_run(seed: int, max_generations: int = 300) -> dict:
         "Linear(obs_length, 16) >> Tanh() >> Linear(16, act_length)",
         observation_normalization=True,
     )
-    searcher = PGPE(problem, popsize=100, center_learning_rate=0.1, stdev_learning_rate=0.1,
-                    radius_init=0.27, optimizer="clipup", optimizer_config={"max_speed": 0.2})  # fmt: skip
+    searcher = PGPE(
+        problem,
+        popsize=100,
+        center_learning_rate=0.1,
+        stdev_learning_rate=0.1,
+        radius_init=0.27,
+        optimizer="clipup",
+        optimizer_config={"max_speed": 0.2},
+    )
     solved = False
     for generation in range(1, max_generations + 1):
         searcher.step()
@@ -75,28 +86,51 @@ def evotorch_run(seed: int, max_generations: int = 300) -> dict:
             solved = mean_return(policy, 100, seed * 1000 + generation + 500) >= TARGET
             if solved:
                 break
-    return {"solved": solved, "seconds": time.perf_counter() - start,
-            "generations": generation, "env_steps": problem.interaction_count}  # fmt: skip
+    return {
+        "solved": solved,
+        "seconds": time.perf_counter() - start,
+        "generations": generation,
+        "env_steps": problem.interaction_count,
+    }
 
 
 def whole_command_seconds(seed: int, logdir: str) -> float:
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "neuroes.train", "CartPole-v1", "--seed", str(seed),
-                    "--no-progress", "--logdir", logdir], check=True, capture_output=True)  # fmt: skip
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "neuroes.train",
+            "CartPole-v1",
+            "--seed",
+            str(seed),
+            "--no-progress",
+            "--logdir",
+            logdir,
+        ],
+        check=True,
+        capture_output=True,
+    )
     return time.perf_counter() - start
 
 
 def report(name: str, runs: list[dict]) -> dict:
     for seed, run in enumerate(runs):
         rate = run["env_steps"] / run["seconds"]
-        print(f"{name:8s} seed {seed}: solved={run['solved']!s:5s} {run['seconds']:7.2f} s "
-              f"{run['generations']:4d} gens {run['env_steps']:9,d} steps {rate:11,.0f} steps/s")  # fmt: skip
-    median = {key: statistics.median(r[key] for r in runs)
-              for key in ("seconds", "generations", "env_steps")}  # fmt: skip
+        print(
+            f"{name:8s} seed {seed}: solved={run['solved']!s:5s} {run['seconds']:7.2f} s "
+            f"{run['generations']:4d} gens {run['env_steps']:9,d} steps {rate:11,.0f} steps/s"
+        )
+    median = {
+        key: statistics.median(r[key] for r in runs)
+        for key in ("seconds", "generations", "env_steps")
+    }
     median["steps_per_second"] = statistics.median(r["env_steps"] / r["seconds"] for r in runs)
-    print(f"{name:8s} median: {median['seconds']:.2f} s, {median['generations']:.0f} gens, "
-          f"{median['env_steps']:,.0f} steps, {median['steps_per_second']:,.0f} steps/s; "
-          f"solved {sum(r['solved'] for r in runs)}/{len(runs)}")  # fmt: skip
+    print(
+        f"{name:8s} median: {median['seconds']:.2f} s, {median['generations']:.0f} gens, "
+        f"{median['env_steps']:,.0f} steps, {median['steps_per_second']:,.0f} steps/s; "
+        f"solved {sum(r['solved'] for r in runs)}/{len(runs)}"
+    )
     return median
 
 
@@ -118,8 +152,10 @@ def main(argv: list[str] | None = None) -> None:
         print("evotorch is not installed (pip install 'neuroes[bench]'): neuroes only")
         return
     theirs = report("evotorch", [evotorch_run(s) for s in range(args.seeds)])
-    print(f"ratio evotorch/neuroes: wall {theirs['seconds'] / ours['seconds']:.1f}x faster, "
-          f"steps/s {ours['steps_per_second'] / theirs['steps_per_second']:.1f}x higher")
+    print(
+        f"ratio evotorch/neuroes: wall {theirs['seconds'] / ours['seconds']:.1f}x faster, "
+        f"steps/s {ours['steps_per_second'] / theirs['steps_per_second']:.1f}x higher"
+    )
 
 
 if __name__ == "__main__":

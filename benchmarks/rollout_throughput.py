@@ -46,8 +46,12 @@ def bare_weights(policy, population: int) -> list[tuple[torch.Tensor, torch.Tens
     layers = []
     for layer in policy.layers:
         out_features, in_features = layer.weight.shape
-        layers.append((torch.randn(population, in_features, out_features) * 0.1,
-                       torch.zeros(population, 1, out_features)))  # fmt: skip
+        layers.append(
+            (
+                torch.randn(population, in_features, out_features) * 0.1,
+                torch.zeros(population, 1, out_features),
+            )
+        )
     return layers
 
 
@@ -125,8 +129,16 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     steps, repeats = (50, 2) if args.quick else (500, args.repeats)
-    solved = train(Config(env_id="CartPole-v1", hidden=(64, 64), normalize=False, seed=0,
-                          progress=False, logdir="runs/benchmark-throughput"))  # fmt: skip
+    solved = train(
+        Config(
+            env_id="CartPole-v1",
+            hidden=(64, 64),
+            normalize=False,
+            seed=0,
+            progress=False,
+            logdir="runs/benchmark-throughput",
+        )
+    )
     trained_policy = __import__("neuroes").load(solved.run_dir / "checkpoint.pkl").policy
     trained = get_flat(trained_policy)
     cases = [
@@ -134,13 +146,18 @@ def main(argv: list[str] | None = None) -> None:
         ("CartPole-v1", 1000, *cartpole_case(1000, steps, repeats, trained, trained_policy)),
         ("HalfCheetah-v5", 32, *halfcheetah_case(32, steps // 5 if args.quick else 200, repeats)),
     ]
-    print(f"torch {torch.__version__}, gymnasium {gym.__version__}, 1 thread, "
-          f"median of {repeats}; MLP 64-64")  # fmt: skip
-    print(f"{'environment':16s} {'pop':>5s} {'(a) evaluator':>14s} {'(b) bare limit':>15s} "
-          f"{'(c) raw env':>12s} {'a/b':>6s} {'a/c':>6s}")  # fmt: skip
+    print(
+        f"torch {torch.__version__}, gymnasium {gym.__version__}, 1 thread, "
+        f"median of {repeats}; MLP 64-64"
+    )
+    print(
+        f"{'environment':16s} {'pop':>5s} {'(a) evaluator':>14s} {'(b) bare limit':>15s} "
+        f"{'(c) raw env':>12s} {'a/b':>6s} {'a/c':>6s}"
+    )
     for name, population, a, b, c in cases:
-        print(f"{name:16s} {population:5d} {a:14,.0f} {b:15,.0f} {c:12,.0f} "
-              f"{a / b:6.2f} {a / c:6.2f}")  # fmt: skip
+        print(
+            f"{name:16s} {population:5d} {a:14,.0f} {b:15,.0f} {c:12,.0f} {a / b:6.2f} {a / c:6.2f}"
+        )
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ GENERIC: dict = {
 }
 
 PRESETS: dict[str, dict] = {
-    "CartPole-v1": {"popsize": 32, "sigma": 0.1, "lr": 0.1, "hidden": (16,), "generations": 100},
+    "CartPole-v1": {"popsize": 64, "sigma": 0.1, "lr": 0.2, "hidden": (16,), "generations": 100},
     "Pendulum-v1": {
         "popsize": 64,
         "sigma": 0.1,

@@ -92,10 +92,12 @@ class Run:
         train_seed = stream_seed(cfg.seed, self.generation, TRAINING)
         eval_seed = stream_seed(cfg.seed, self.generation, EVALUATION)
         thetas = torch.cat([population.thetas, self.algorithm.mean.expand(evals, -1)])
-        seeds = np.concatenate([
-            np.full(len(population.thetas), train_seed),
-            eval_seed + cfg.episodes * np.arange(evals),
-        ])  # fmt: skip
+        seeds = np.concatenate(
+            [
+                np.full(len(population.thetas), train_seed),
+                eval_seed + cfg.episodes * np.arange(evals),
+            ]
+        )
         rollouts = self.evaluator.evaluate(thetas, cfg.episodes, cfg.max_steps, seeds)
         split = len(population.thetas)
         return rollouts[:split], float(rollouts.returns[split:].mean())

@@ -47,10 +47,19 @@ def test_short_cartpole_run_improves_the_mean_policy(cartpole_run) -> None:
 def test_tensorboard_has_the_documented_scalars(cartpole_run) -> None:
     tags = set(_scalars(cartpole_run.run_dir))
     expected = {
-        "rollout/return_mean", "rollout/return_max", "rollout/return_min", "rollout/return_std",
-        "rollout/length_mean", "eval/return", "es/sigma", "es/grad_norm", "es/param_norm",
-        "time/env_steps", "time/steps_per_second", "time/wall",
-    }  # fmt: skip
+        "rollout/return_mean",
+        "rollout/return_max",
+        "rollout/return_min",
+        "rollout/return_std",
+        "rollout/length_mean",
+        "eval/return",
+        "es/sigma",
+        "es/grad_norm",
+        "es/param_norm",
+        "time/env_steps",
+        "time/steps_per_second",
+        "time/wall",
+    }
     assert expected <= tags, expected - tags
     assert (cartpole_run.run_dir / "config.json").is_file()
 
@@ -78,8 +87,20 @@ def test_saved_policy_loads_in_a_fresh_process_and_reproduces_its_evaluation(
 def test_render_writes_a_video_with_one_frame_per_step_and_reset(cartpole_run, tmp_path) -> None:
     video = tmp_path / "play.mp4"
     agent = neuroes.load(cartpole_run.run_dir / "checkpoint.pkl")
-    assert render.main([str(cartpole_run.run_dir / "checkpoint.pkl"), "--episodes", "1",
-                        "--video", str(video), "--seed", "4"]) == 0  # fmt: skip
+    assert (
+        render.main(
+            [
+                str(cartpole_run.run_dir / "checkpoint.pkl"),
+                "--episodes",
+                "1",
+                "--video",
+                str(video),
+                "--seed",
+                "4",
+            ]
+        )
+        == 0
+    )
     returns, _ = render.play(agent, 1, seed=4)
     reader = imageio.get_reader(video)
     assert reader.count_frames() == sum(returns) + 1  # CartPole: one reward per step
