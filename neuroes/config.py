@@ -11,8 +11,9 @@ from dataclasses import dataclass, field
 
 from neuroes.presets import defaults_for
 
-ALGORITHMS = ("nes", "maxvar", "maxent")
+ALGORITHMS = ("nes", "maxvar", "maxent", "ga", "enas")
 POLICY_KINDS = ("linear", "mlp", "gru")
+TOPOLOGIES = ("edge", "partition")
 
 
 def _help(text: str, default=None, **kwargs):
@@ -23,7 +24,10 @@ def _help(text: str, default=None, **kwargs):
 class Config:
     env_id: str = _help("Gymnasium environment id, e.g. CartPole-v1")
     algo: str = _help(
-        "nes (expected fitness), maxvar or maxent (evolvability)", "nes", choices=ALGORITHMS
+        "nes (expected fitness), maxvar or maxent (evolvability), ga (genetic algorithm) or "
+        "enas (ES with topology search)",
+        "nes",
+        choices=ALGORITHMS,
     )
     popsize: int | None = _help("population size per generation (even: sampling is mirrored)")
     sigma: float | None = _help("initial standard deviation of the search distribution")
@@ -43,7 +47,19 @@ class Config:
         "weight of expected fitness added to an evolvability objective", 0.0
     )
     bandwidth: float = _help("MaxEnt kernel bandwidth, in z-scored behavior units", 1.0)
-    normalize: bool = _help("normalize observations with running statistics", True)
+    parents: int = _help("ga: truncation size, the number of best members that breed", 10)
+    elite_candidates: int = _help("ga: best members re-evaluated to choose the elite", 10)
+    elite_episodes: int = _help("ga: extra episodes of each elite candidate", 30)
+    crossover: float = _help("ga: probability that a child is a crossover of two parents", 0.0)
+    topology: str = _help(
+        "enas: edge (keep a fraction of each layer's edges) or partition (shared weights)",
+        "edge",
+        choices=TOPOLOGIES,
+    )
+    edge_fraction: float = _help("enas edge search: fraction of each layer's edges kept", 0.25)
+    partitions: int = _help("enas partition search: shared weights per layer", 8)
+    controller_lr: float = _help("enas: Adam learning rate of the topology controller", 0.1)
+    normalize: bool | None = _help("normalize observations with running statistics")
     eval_episodes: int = _help("episodes of the mean policy's evaluation every generation", 10)
     confirm_episodes: int = _help("episodes confirming that the target return is reached", 100)
     target_return: float | None = _help(
@@ -52,11 +68,17 @@ class Config:
     checkpoint_every: int = _help("write checkpoint.pkl every this many generations", 10)
     scatter_every: int = _help("plot the population's final positions every this many gens", 10)
     device: str = _help("device of the policy forward: cpu or cuda", "cpu")
+    workers: int = _help(
+        "evaluate in this many local processes (1: in this process); with --ray, this many "
+        "actors (1: one per cluster CPU)",
+        1,
+    )
+    ray: str | None = _help('evaluate on Ray actors: "auto" or a cluster address (extra [ray])')
     progress: bool = _help("show a progress bar", True)
 
     def resolved(self) -> Config:
         """A copy with the environment's defaults filled in; ValueError on a bad value."""
-        defaults = defaults_for(self.env_id)
+        defaults = defaults_for(self.env_id, self.algo)
         filled = {name: defaults[name] for name in defaults if getattr(self, name) is None}
         config = dataclasses.replace(self, **filled)
         config.hidden = tuple(config.hidden)
@@ -68,13 +90,14 @@ class Config:
             "confirm_episodes",
             "checkpoint_every",
             "scatter_every",
+            "workers",
         ):
             if getattr(config, name) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(config, name)}")
         for name in ("sigma", "lr", "bandwidth"):
             if not getattr(config, name) > 0:
                 raise ValueError(f"{name} must be positive, got {getattr(config, name)}")
-        if config.popsize % 2:
+        if config.popsize % 2 and config.algo != "ga":
             raise ValueError(f"popsize must be even for mirrored sampling, got {config.popsize}")
         if config.max_steps is not None and config.max_steps < 1:
             raise ValueError(f"max_steps must be positive, got {config.max_steps}")

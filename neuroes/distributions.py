@@ -42,6 +42,11 @@ class Distribution:
 
     generator: torch.Generator
 
+    @property
+    def event_shape(self) -> torch.Size:
+        """The shape of one draw."""
+        raise NotImplementedError
+
     def sample(self, n: int) -> Tensor:
         raise NotImplementedError
 
@@ -87,6 +92,10 @@ class Normal(Distribution):
             ) from None
         self.mirrored = mirrored
         self.generator = make_generator(generator, mu.device)
+
+    @property
+    def event_shape(self) -> torch.Size:
+        return self.mu.shape
 
     def _check_n(self, n: int) -> int:
         if n < 1:
@@ -138,13 +147,18 @@ class Normal(Distribution):
         return seeds.cpu(), signs.cpu()
 
     def rebuild(self, seeds: Tensor, signs: Tensor, table: NoiseTable | None = None) -> Tensor:
-        """Members ``mu + sign * sigma * table.noise(seed)``, shape ``(len(seeds), *mu.shape)``."""
+        """Members ``mu + sign * sigma * table.noise(seed)``, shape ``(len(seeds), *mu.shape)``.
+
+        A member with sign 0 is ``mu`` itself, bit for bit (the mean policy's rows).
+        """
         table = table or NoiseTable()
         eps = table.noise(seeds, self.mu.numel()).to(self.mu.device, self.mu.dtype)
         eps = eps * signs.to(eps).unsqueeze(-1)
-        return (
-            self.mu.detach() + self.sigma.detach() * eps.view(len(seeds), *self.mu.shape)
-        ).detach()
+        members = self.mu.detach() + self.sigma.detach() * eps.view(len(seeds), *self.mu.shape)
+        at_mean = signs.to(members.device) == 0
+        if at_mean.any():
+            members[at_mean] = self.mu.detach()
+        return members.detach()
 
 
 @functools.lru_cache(maxsize=2)
@@ -207,6 +221,10 @@ class MixtureNormal(Distribution):
             raise ValueError(f"logits must have shape ({k},), got {tuple(self.logits.shape)}")
         self.generator = make_generator(generator, mus.device)
 
+    @property
+    def event_shape(self) -> torch.Size:
+        return self.mus.shape[1:]
+
     def sample(self, n: int) -> Tensor:
         if n < 1:
             raise ValueError(f"the number of samples must be positive, got {n}")
@@ -232,6 +250,10 @@ class Bernoulli(Distribution):
     def __init__(self, logits: Tensor, generator: Seed = None) -> None:
         self.logits = logits
         self.generator = make_generator(generator, logits.device)
+
+    @property
+    def event_shape(self) -> torch.Size:
+        return self.logits.shape
 
     def sample(self, n: int) -> Tensor:
         if n < 1:
@@ -263,6 +285,10 @@ class Categorical(Distribution):
         self.logits = logits
         self.generator = make_generator(generator, logits.device)
 
+    @property
+    def event_shape(self) -> torch.Size:
+        return self.logits.shape[:-1]
+
     def sample(self, n: int) -> Tensor:
         if n < 1:
             raise ValueError(f"the number of samples must be positive, got {n}")
@@ -278,3 +304,97 @@ class Categorical(Distribution):
     def entropy(self) -> Tensor:
         log_probs = self.logits.log_softmax(-1)
         return -(log_probs.exp() * log_probs).sum()
+
+    def mode(self) -> Tensor:
+        """The most probable draw: the argmax of every variable."""
+        return self.logits.detach().argmax(-1)
+
+
+class TopK(Distribution):
+    """``k`` distinct categories drawn without replacement from ``softmax(logits)``.
+
+    ``logits`` has shape (*batch, K); a draw holds the int64 indices (*batch, k) in the order
+    they were drawn. Sampling is Gumbel-top-k: the ``k`` largest of ``logits + Gumbel noise``
+    in decreasing order, which is exactly the sequential draw without replacement.
+    ``log_prob`` is the Plackett-Luce probability of that ordered draw,
+    ``sum_j logit[i_j] - logsumexp(logits without i_1 .. i_{j-1})``. The order is part of the
+    draw, so the score-function gradient of a value that depends only on the chosen set is
+    unbiased; the set's own probability (a sum over k! orders) is never needed.
+    """
+
+    def __init__(self, logits: Tensor, k: int, generator: Seed = None) -> None:
+        if logits.dim() < 1 or not 1 <= k <= logits.shape[-1]:
+            raise ValueError(
+                f"k must be between 1 and the number of categories, got k={k} for logits of "
+                f"shape {tuple(logits.shape)}"
+            )
+        self.logits, self.k = logits, k
+        self.generator = make_generator(generator, logits.device)
+
+    @property
+    def event_shape(self) -> torch.Size:
+        return torch.Size((*self.logits.shape[:-1], self.k))
+
+    def sample(self, n: int) -> Tensor:
+        if n < 1:
+            raise ValueError(f"the number of samples must be positive, got {n}")
+        logits = self.logits.detach()
+        exponential = torch.empty((n, *logits.shape), dtype=logits.dtype, device=logits.device)
+        gumbel = -exponential.exponential_(generator=self.generator).log()
+        return (logits + gumbel).topk(self.k, dim=-1).indices
+
+    def log_prob(self, x: Tensor) -> Tensor:
+        x = x.long()
+        logits = self.logits.expand(len(x), *self.logits.shape)
+        chosen = logits.gather(-1, x)
+        taken = torch.nn.functional.one_hot(x, self.logits.shape[-1]).cumsum(-2)
+        before = (taken - torch.nn.functional.one_hot(x, self.logits.shape[-1])).bool()
+        remaining = logits.unsqueeze(-2).masked_fill(before, -math.inf).logsumexp(-1)
+        return (chosen - remaining).reshape(len(x), -1).sum(-1)
+
+    def mode(self) -> Tensor:
+        """The most probable draw: the ``k`` largest logits, in decreasing order."""
+        return self.logits.detach().topk(self.k, dim=-1).indices
+
+
+class Joint(Distribution):
+    """Independent components drawn together; ``log_prob`` is the sum of theirs.
+
+    A draw is one floating tensor (n, total): each component's draw flattened and the results
+    concatenated, discrete indices included as exact integers (below 2^24 in float32). It is
+    therefore an ordinary sample for :func:`neuroes.expectation`, which then trains every
+    component in one backward pass. :meth:`split` returns the parts in their event shapes.
+    """
+
+    def __init__(self, *components: Distribution) -> None:
+        if not components:
+            raise ValueError("a joint distribution needs at least one component")
+        self.components = components
+        self.sizes = [math.prod(c.event_shape) for c in components]
+
+    @property
+    def event_shape(self) -> torch.Size:
+        return torch.Size((sum(self.sizes),))
+
+    @staticmethod
+    def join(*parts: Tensor) -> Tensor:
+        """One draw of each component (n, *event) -> the joint draw (n, total)."""
+        floats = [p.dtype for p in parts if p.is_floating_point()]
+        dtype = functools.reduce(torch.promote_types, floats, torch.float32)
+        return torch.cat([p.reshape(len(p), -1).to(dtype) for p in parts], dim=1)
+
+    def split(self, x: Tensor) -> list[Tensor]:
+        """The joint draw (n, total) -> each component's part (n, *event), as floats."""
+        parts = zip(x.split(self.sizes, dim=1), self.components, strict=True)
+        return [p.reshape(len(x), *c.event_shape) for p, c in parts]
+
+    def sample(self, n: int) -> Tensor:
+        return self.join(*(c.sample(n) for c in self.components))
+
+    def log_prob(self, x: Tensor) -> Tensor:
+        parts = zip(self.components, self.split(x), strict=True)
+        return sum(c.log_prob(p) for c, p in parts)
+
+    def mode(self) -> Tensor:
+        """The joint draw of every component's mode (components must have ``mode``)."""
+        return self.join(*(c.mode().unsqueeze(0) for c in self.components))[0]

@@ -1,8 +1,9 @@
 """Training defaults per environment, in one table.
 
 A field left out of an environment's row takes its value from ``GENERIC``; a flag given on the
-command line overrides both. ``target_return`` defaults to the environment's
-``spec.reward_threshold`` when it has one.
+command line overrides both. A row keyed ``(env_id, algo)`` overrides the environment's row for
+that algorithm. ``target_return`` defaults to the environment's ``spec.reward_threshold`` when
+it has one.
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ GENERIC: dict = {
     "episodes": 1,
     "generations": 300,
     "max_steps": None,
+    "normalize": True,
 }
 
-PRESETS: dict[str, dict] = {
+PRESETS: dict[str | tuple[str, str], dict] = {
     "CartPole-v1": {"popsize": 64, "sigma": 0.1, "lr": 0.2, "hidden": (16,), "generations": 100},
     "Pendulum-v1": {
         "popsize": 64,
@@ -61,6 +63,6 @@ PRESETS: dict[str, dict] = {
 }
 
 
-def defaults_for(env_id: str) -> dict:
-    """The training defaults of ``env_id``: its row of ``PRESETS`` over ``GENERIC``."""
-    return {**GENERIC, **PRESETS.get(env_id, {})}
+def defaults_for(env_id: str, algo: str = "nes") -> dict:
+    """The defaults of ``algo`` on ``env_id``: its rows of ``PRESETS`` over ``GENERIC``."""
+    return {**GENERIC, **PRESETS.get(env_id, {}), **PRESETS.get((env_id, algo), {})}

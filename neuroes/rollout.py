@@ -47,7 +47,21 @@ EnvSource = str | Callable[[], gym.Env]
 
 
 class RolloutError(RuntimeError):
-    """An environment failed or produced a non-finite value during an evaluation."""
+    """An environment failed or produced a non-finite value during an evaluation.
+
+    ``member`` is the failing row of the evaluated population; :meth:`shifted` renumbers it
+    for a shard that starts at row ``offset`` of a larger population.
+    """
+
+    def __init__(self, member: int, episode: int, step: int, what: str) -> None:
+        super().__init__(f"member {member}, episode {episode}: environment {what} at step {step}")
+        self.member, self.episode, self.step, self.what = member, episode, step, what
+
+    def __reduce__(self):
+        return RolloutError, (self.member, self.episode, self.step, self.what)
+
+    def shifted(self, offset: int) -> RolloutError:
+        return RolloutError(self.member + offset, self.episode, self.step, self.what)
 
 
 @dataclass
@@ -336,8 +350,7 @@ class Evaluator:
     @staticmethod
     def _error(index: int, episodes: int, step: int, what: str) -> RolloutError:
         member, episode = divmod(index, episodes)
-        where = f"member {member}, episode {episode}"
-        return RolloutError(f"{where}: environment {what} at step {step}")
+        return RolloutError(member, episode, step, what)
 
 
 def evaluate(

@@ -20,6 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from neuroes.config import Config
+from neuroes.rollout import RolloutError
+from neuroes.shards import WorkerError
 from neuroes.trainer import Run
 
 
@@ -44,6 +46,14 @@ def train(config: Config, resume_overrides: dict | None = None) -> Summary:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         name = f"{config.env_id.replace('/', '_')}-{config.algo}-{stamp}"
         run = Run(config, Path(config.logdir or Path("runs") / name))
+    try:
+        return _loop(run)
+    finally:  # also on errors: stop the workers, flush the logs
+        run.close()
+
+
+def _loop(run: Run) -> Summary:
+    """Generations of ``run`` until it is solved or has run ``config.generations``."""
     config, solved = run.config, False
     start = time.perf_counter() - run.wall_time
     while run.generation < config.generations and not solved:
@@ -55,7 +65,7 @@ def train(config: Config, resume_overrides: dict | None = None) -> Summary:
             run.best_return = run.eval_return
             run.save("best.pkl")
         if run.eval_return >= run.target:  # confirmed on many fresh episodes before stopping
-            scalars["eval/confirmed_return"] = run.confirm()
+            scalars["eval/confirmed_return"] = run.confirm(population)
             solved = scalars["eval/confirmed_return"] >= run.target
         if not solved:
             if run.normalizer is not None:  # updated after the generation: frozen within it
@@ -84,7 +94,6 @@ def train(config: Config, resume_overrides: dict | None = None) -> Summary:
         if run.generation % config.checkpoint_every == 0:
             run.save("checkpoint.pkl")
     run.save("checkpoint.pkl")
-    run.monitor.close()
     return Summary(
         run.run_dir, run.generation, run.env_steps, run.wall_time, run.eval_return, solved
     )
@@ -120,7 +129,7 @@ def parser() -> argparse.ArgumentParser:
             cli.add_argument("env_id", help=help_text)
             continue
         flag = "--" + item.name.replace("_", "-")
-        if item.type in ("bool", bool):
+        if str(item.type).startswith("bool"):
             cli.add_argument(flag, action=argparse.BooleanOptionalAction, help=help_text)
             continue
         kind = {"hidden": int}.get(item.name) or _scalar_type(str(item.type))
@@ -150,6 +159,9 @@ def main(argv: list[str] | None = None) -> int:
             summary = train(Config(**args))
     except (ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
+        return 2
+    except (RolloutError, WorkerError) as error:
+        print(f"error: {error}; training stopped, the last checkpoint is intact", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted; the last checkpoint is intact", file=sys.stderr)

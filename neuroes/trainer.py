@@ -1,7 +1,8 @@
 """The objects of one training run, built from a config or restored from a checkpoint.
 
-:class:`Run` owns the policy, the observation normalizer, the evaluator, the algorithm and the
-monitor, and knows how to evaluate the mean policy and write checkpoints. The generation loop
+:class:`Run` owns the policy, the observation normalizer, the evaluation backend (in process,
+local worker processes or Ray actors: :func:`neuroes.workers.make_backend`), the algorithm and
+the monitor, and knows how to evaluate the mean policy and write checkpoints. The generation loop
 itself lives in :func:`neuroes.train.train`.
 """
 
@@ -17,12 +18,14 @@ import numpy as np
 import torch
 
 from neuroes import checkpoint
-from neuroes.agents import ObservationNormalizer, get_flat, make_policy, observation_dim, set_flat
+from neuroes.agents import ObservationNormalizer, make_policy, observation_dim, set_flat
 from neuroes.algorithms import make_algorithm
 from neuroes.algorithms.base import Population
 from neuroes.config import Config
 from neuroes.monitor import Monitor
-from neuroes.rollout import Evaluator, Rollouts, make_env
+from neuroes.rollout import Rollouts, make_env
+from neuroes.shards import WorkerSpec
+from neuroes.workers import make_backend
 
 
 def stream_seed(seed: int, generation: int, stream: int) -> int:
@@ -55,16 +58,15 @@ class Run:
         self.target = config.target_return
         if self.target is None:
             self.target = getattr(env.spec, "reward_threshold", None) or math.inf
-        self.evaluator = Evaluator(
-            config.env_id, self.policy, normalizer=self.normalizer, device=config.device
-        )
-        self.algorithm = make_algorithm(config, get_flat(self.policy))
+        self.algorithm = make_algorithm(config, self.policy, self.evaluate_vectors)
         self.generation, self.best_return, self.eval_return = 0, -math.inf, None
         self.env_steps, self.wall_time = 0, 0.0
         if payload is not None:
             self.algorithm.load_state_dict(payload["algorithm"])
             self.generation, self.best_return = payload["generation"], payload["best_return"]
             self.env_steps, self.wall_time = payload["env_steps"], payload["wall_time"]
+        spec = WorkerSpec(config.env_id, self.policy, device=config.device)
+        self.backend = make_backend(spec, self.normalizer, config.workers, config.ray)
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2))
         self.monitor = Monitor(
@@ -83,7 +85,7 @@ class Run:
         return cls(config, Path(logdir) if logdir else Path(path).parent, payload)
 
     def evaluate(self, population: Population) -> tuple[Rollouts, float]:
-        """The population's rollouts and the mean policy's evaluation return, in one batch.
+        """The population's rollouts and the mean policy's evaluation return, evaluated together.
 
         The mean policy (no noise) plays ``eval_episodes`` episodes with fresh seeds as extra
         rows of the same evaluation; rows do not influence each other.
@@ -91,25 +93,39 @@ class Run:
         cfg, evals = self.config, self.config.eval_episodes
         train_seed = stream_seed(cfg.seed, self.generation, TRAINING)
         eval_seed = stream_seed(cfg.seed, self.generation, EVALUATION)
-        thetas = torch.cat([population.thetas, self.algorithm.mean.expand(evals, -1)])
+        members = population.with_mean(self.algorithm.mean, evals)  # sign 0 when seeded
         seeds = np.concatenate(
             [
                 np.full(len(population.thetas), train_seed),
                 eval_seed + cfg.episodes * np.arange(evals),
             ]
         )
-        rollouts = self.evaluator.evaluate(thetas, cfg.episodes, cfg.max_steps, seeds)
+        rollouts = self.backend.evaluate(members, seeds, cfg.episodes, cfg.max_steps)
         split = len(population.thetas)
         return rollouts[:split], float(rollouts.returns[split:].mean())
 
-    def confirm(self) -> float:
-        """The mean policy's return over ``confirm_episodes`` episodes with fresh seeds."""
+    def confirm(self, population: Population) -> float:
+        """The mean policy's return over ``confirm_episodes`` episodes with fresh seeds.
+
+        Episode ``e`` is a row of its own (seed ``seed + e``), in ``population``'s form, so
+        that the episodes are sharded like members.
+        """
         seed = stream_seed(self.config.seed, self.generation, CONFIRMATION)
-        mean = self.algorithm.mean.unsqueeze(0)
         episodes = self.config.confirm_episodes
-        return float(
-            self.evaluator.evaluate(mean, episodes, self.config.max_steps, seed).returns[0]
-        )
+        rows = population[:0].with_mean(self.algorithm.mean, episodes)
+        seeds = seed + np.arange(episodes)
+        return float(self.backend.evaluate(rows, seeds, 1, self.config.max_steps).returns.mean())
+
+    def evaluate_vectors(
+        self, thetas: torch.Tensor, episodes: int, max_steps: int | None, seed: int
+    ) -> Rollouts:
+        """Rollouts of the vectors ``thetas`` (P, d) on the backend (the GA's elite episodes)."""
+        return self.backend.evaluate(Population(thetas), seed, episodes, max_steps)
+
+    def close(self) -> None:
+        """Stop the backend's workers and flush the logs."""
+        self.backend.close()
+        self.monitor.close()
 
     def save(self, name: str) -> None:
         set_flat(self.policy, self.algorithm.mean)

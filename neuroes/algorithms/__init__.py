@@ -2,15 +2,49 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from torch import Tensor
 
+from neuroes.agents import Policy, get_flat
+from neuroes.agents.masked import make_space
 from neuroes.algorithms.base import GaussianES, Population
+from neuroes.algorithms.enas import ENAS
 from neuroes.algorithms.evolvability import EvolvabilityES
+from neuroes.algorithms.ga import GeneticAlgorithm
 from neuroes.algorithms.nes import NES
+from neuroes.rollout import Rollouts
 
 
-def make_algorithm(config, mu: Tensor) -> GaussianES:
-    """The algorithm of a resolved :class:`neuroes.config.Config`, starting from ``mu``."""
+def make_algorithm(
+    config,
+    policy: Policy,
+    evaluate: Callable[[Tensor, int, int | None, int], Rollouts] | None = None,
+) -> GaussianES | GeneticAlgorithm:
+    """The algorithm of a resolved :class:`neuroes.config.Config`, starting from ``policy``.
+
+    ``evaluate(thetas, episodes, max_steps, seed)`` (an evaluator's ``evaluate``) lets the
+    genetic algorithm play its elite candidates' extra episodes.
+    """
+    mu = get_flat(policy)
+    if config.algo == "ga":
+        replay = None
+        if evaluate is not None:
+
+            def replay(thetas: Tensor, episodes: int, seed: int) -> Rollouts:
+                return evaluate(thetas, episodes, config.max_steps, seed)
+
+        return GeneticAlgorithm(
+            mu,
+            config.sigma,
+            config.popsize,
+            parents=config.parents,
+            elite_candidates=config.elite_candidates,
+            elite_episodes=config.elite_episodes,
+            crossover=config.crossover,
+            evaluate=replay,
+            seed=config.seed,
+        )
     common = {
         "sigma": config.sigma,
         "popsize": config.popsize,
@@ -22,6 +56,9 @@ def make_algorithm(config, mu: Tensor) -> GaussianES:
     }
     if config.algo == "nes":
         return NES(mu, **common)
+    if config.algo == "enas":
+        space = make_space(config.topology, policy, config.edge_fraction, config.partitions)
+        return ENAS(mu, space=space, controller_lr=config.controller_lr, **common)
     if config.algo in ("maxvar", "maxent"):
         return EvolvabilityES(
             mu,
@@ -30,7 +67,15 @@ def make_algorithm(config, mu: Tensor) -> GaussianES:
             bandwidth=config.bandwidth,
             **common,
         )
-    raise ValueError(f"unknown algo {config.algo!r}; accepted: nes, maxvar, maxent")
+    raise ValueError(f"unknown algo {config.algo!r}; accepted: nes, maxvar, maxent, ga, enas")
 
 
-__all__ = ["NES", "EvolvabilityES", "GaussianES", "Population", "make_algorithm"]
+__all__ = [
+    "ENAS",
+    "NES",
+    "EvolvabilityES",
+    "GaussianES",
+    "GeneticAlgorithm",
+    "Population",
+    "make_algorithm",
+]

@@ -1,0 +1,203 @@
+"""The genetic algorithm of Such et al. (2017), "Deep Neuroevolution".
+
+A population of parameter vectors, not a distribution. Each generation ranks the members by
+their training return; the best ``parents`` are the truncation-selected parents. Every child is
+a parent chosen uniformly at random plus Gaussian noise of scale ``sigma`` (the mutation
+power); with probability ``crossover`` it is first a uniform crossover of two parents. The
+elite passes to the next generation unmutated, as member 0, and is :attr:`mean`, the policy the
+trainer evaluates and saves.
+
+Elite selection follows Such et al.: the ``elite_candidates`` best members by training return
+(the previous elite always among them) each play ``elite_episodes`` extra episodes, and the
+best mean over those becomes the elite. These episodes are played inside :meth:`tell` by an
+``evaluate`` callable given at construction (the trainer passes its evaluator's ``evaluate``).
+The alternative, asking for the candidates as extra rows of the next population, would need
+rows with their own episode seeds and counts, a second kind of generation in the trainer's
+loop, and an elite chosen one generation late; the callable leaves the ask/evaluate/tell loop
+and the evaluator unchanged and keeps the selection exactly that of the paper. The extra
+episodes start from seeds drawn from the algorithm's generator, so a resumed run replays them;
+their steps are reported as ``ga/elite_env_steps`` (``time/env_steps`` counts the population's).
+Without a callable, or with ``elite_episodes=0``, the candidates are ranked by training return.
+
+Genomes. A member is stored as its genome, a tuple of noise seeds read from a
+:class:`neuroes.distributions.NoiseTable`: the first drew it into the initial population
+(``init + sigma * noise(seed)``), each later one is a mutation (``+ sigma * noise(seed)``). A
+worker holding ``init`` and the table rebuilds any member (:func:`rebuild`), and the state is
+``init`` plus a few integers per member and generation. A crossover child's genome starts with
+``(mask_seed, genome_a, genome_b)`` instead of a seed: parameter i comes from parent a where
+``noise(mask_seed)[i] > 0``, else from parent b, so crossover lineages nest. The learner never
+rebuilds from scratch: it caches the current population's vectors and builds each child from its
+parents' rows with one noise window; only a restored state is rebuilt, once.
+
+:class:`Population` rows: ``seeds`` holds each member's newest seed (its latest mutation),
+``signs`` is 1 for members mutated this generation and 0 for the elite, copied unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from neuroes.algorithms.base import Population
+from neuroes.distributions import NoiseTable
+from neuroes.rollout import Rollouts
+
+Genome = tuple
+Evaluate = Callable[[Tensor, int, int], Rollouts]
+"""``evaluate(thetas, episodes, seed)``: rollouts of ``thetas`` over ``episodes`` episodes."""
+
+
+def mutate(thetas: Tensor, seeds: Tensor, sigma: float, table: NoiseTable) -> Tensor:
+    """``thetas (n, d) + sigma * noise(seeds)``: one mutation per row."""
+    return thetas + sigma * table.noise(seeds, thetas.shape[1])
+
+
+def cross(a: Tensor, b: Tensor, mask_seeds: Tensor, table: NoiseTable) -> Tensor:
+    """Uniform crossover of rows ``a`` and ``b`` (n, d): ``a`` where ``noise(mask_seed) > 0``."""
+    return torch.where(table.noise(mask_seeds, a.shape[1]) > 0, a, b)
+
+
+def rebuild(
+    genome: Genome, init: Tensor, sigma: float, table: NoiseTable, memo: dict | None = None
+) -> Tensor:
+    """The vector (d,) of ``genome``; ``memo`` shares work between genomes with common parts."""
+    memo = {} if memo is None else memo
+    if id(genome) not in memo:
+        origin, *mutations = genome
+        if isinstance(origin, tuple):
+            mask_seed, a, b = origin
+            parents = [rebuild(g, init, sigma, table, memo).unsqueeze(0) for g in (a, b)]
+            theta = cross(*parents, torch.tensor([mask_seed]), table)
+        else:
+            theta = mutate(init.unsqueeze(0), torch.tensor([origin]), sigma, table)
+        for seed in mutations:
+            theta = mutate(theta, torch.tensor([seed]), sigma, table)
+        memo[id(genome)] = theta[0]
+    return memo[id(genome)]
+
+
+class GeneticAlgorithm:
+    """Truncation selection, re-evaluated elitism and Gaussian mutation over seed genomes.
+
+    Args:
+        theta: the initial parameter vector; the initial population is its mutations.
+        sigma: mutation power (standard deviation of the added noise).
+        popsize: members per generation, the elite included.
+        parents: truncation size T, the number of best members that breed.
+        elite_candidates: members re-evaluated to choose the elite.
+        elite_episodes: extra episodes of each candidate.
+        crossover: probability that a child is a uniform crossover of two parents.
+        evaluate: plays the candidates' extra episodes (see the module docstring).
+        seed: seeds the generator of noise seeds, parent choices and episode seeds.
+    """
+
+    def __init__(
+        self,
+        theta: Tensor,
+        sigma: float,
+        popsize: int,
+        parents: int = 10,
+        elite_candidates: int = 10,
+        elite_episodes: int = 30,
+        crossover: float = 0.0,
+        evaluate: Evaluate | None = None,
+        seed: int = 0,
+    ) -> None:
+        if sigma <= 0:
+            raise ValueError(f"sigma must be positive, got {sigma}")
+        if popsize < 2:
+            raise ValueError(f"the genetic algorithm needs popsize >= 2, got {popsize}")
+        for name, value in (("parents", parents), ("elite_candidates", elite_candidates)):
+            if not 1 <= value <= popsize:
+                raise ValueError(f"{name} must be between 1 and popsize ({popsize}), got {value}")
+        if elite_episodes < 0:
+            raise ValueError(f"elite_episodes must not be negative, got {elite_episodes}")
+        if not 0 <= crossover <= 1:
+            raise ValueError(f"crossover must be a probability, got {crossover}")
+        self.init = theta.detach().clone().float()
+        self.sigma, self.popsize, self.parents = sigma, popsize, parents
+        self.elite_candidates, self.elite_episodes = elite_candidates, elite_episodes
+        self.crossover, self.evaluate = crossover, evaluate
+        self.generator = torch.Generator().manual_seed(seed)
+        self.table = NoiseTable.for_dim(self.init.numel())
+        seeds = self._seeds(popsize)
+        self.genomes: list[Genome] = [(s,) for s in seeds.tolist()]
+        self.vectors = mutate(self.init.expand(popsize, -1), seeds, sigma, self.table)
+        self.has_elite = False
+
+    @property
+    def mean(self) -> Tensor:
+        """The elite (the initial vector before the first selection)."""
+        return self.vectors[0] if self.has_elite else self.init
+
+    def _seeds(self, n: int) -> Tensor:
+        return torch.randint(0, 2**62, (n,), generator=self.generator)
+
+    def ask(self) -> Population:
+        signs = torch.ones(self.popsize, dtype=torch.int8)
+        signs[0] = 0 if self.has_elite else 1
+        newest = torch.tensor([genome[-1] for genome in self.genomes])
+        return Population(self.vectors, newest, signs)
+
+    def tell(self, population: Population, rollouts: Rollouts) -> dict[str, float]:
+        """Select the elite and the parents, and breed the next population."""
+        returns = torch.as_tensor(rollouts.returns, dtype=torch.float64)
+        ranked = returns.argsort(descending=True, stable=True).tolist()
+        candidates = ranked[: self.elite_candidates]
+        if self.has_elite and 0 not in candidates and len(candidates) > 1:
+            candidates[-1] = 0
+        scores, elite_steps = returns[candidates].numpy(), 0
+        if self.evaluate is not None and self.elite_episodes:
+            seed = int(torch.randint(0, 2**31, (1,), generator=self.generator))
+            extra = self.evaluate(self.vectors[candidates], self.elite_episodes, seed)
+            scores, elite_steps = extra.returns, extra.env_steps
+        elite = candidates[int(np.argmax(scores))]
+        parents = [elite, *(i for i in ranked if i != elite)][: self.parents]
+        genomes, vectors = self._breed(parents)
+        self.genomes = [self.genomes[elite], *genomes]
+        self.vectors = torch.cat([self.vectors[elite].unsqueeze(0), vectors])
+        self.has_elite = True
+        return {
+            "ga/elite_return": float(np.max(scores)),
+            "ga/parents_return_mean": float(returns[parents].mean()),
+            "ga/genome_length": float(len(self.genomes[0])),
+            "ga/elite_env_steps": float(elite_steps),
+        }
+
+    def _breed(self, parents: list[int]) -> tuple[list[Genome], Tensor]:
+        """``popsize - 1`` children of ``parents`` (indices into the population)."""
+        n, pool = self.popsize - 1, torch.tensor(parents)
+        first = pool[torch.randint(len(pool), (n,), generator=self.generator)]
+        seeds, vectors = self._seeds(n), self.vectors[first]
+        origins = [self.genomes[i] for i in first.tolist()]
+        if self.crossover:
+            crossed = torch.rand(n, generator=self.generator) < self.crossover
+            second = pool[torch.randint(len(pool), (n,), generator=self.generator)]
+            masks = self._seeds(n)
+            mixed = cross(vectors, self.vectors[second], masks, self.table)
+            vectors = torch.where(crossed.unsqueeze(1), mixed, vectors)
+            for j in crossed.nonzero().flatten().tolist():
+                pair = (origins[j], self.genomes[int(second[j])])
+                origins[j] = ((int(masks[j]), *pair),)
+        genomes = [(*origin, s) for origin, s in zip(origins, seeds.tolist(), strict=True)]
+        return genomes, mutate(vectors, seeds, self.sigma, self.table)
+
+    def state_dict(self) -> dict:
+        return {
+            "init": self.init.clone(),
+            "genomes": list(self.genomes),
+            "has_elite": self.has_elite,
+            "generator": self.generator.get_state(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.init = state["init"].clone()
+        self.genomes, self.has_elite = list(state["genomes"]), state["has_elite"]
+        self.generator.set_state(state["generator"])
+        memo: dict = {}
+        self.vectors = torch.stack(
+            [rebuild(g, self.init, self.sigma, self.table, memo) for g in self.genomes]
+        )

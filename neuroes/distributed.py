@@ -1,0 +1,95 @@
+"""The Ray backend: shards evaluated by Ray actors, on one machine or a cluster.
+
+``python -m neuroes.train ENV --ray auto`` joins the running cluster (``ray start --head`` on
+one machine, ``ray start --address HEAD:6379`` on the others; every node needs neuroes
+installed: ``pip install "neuroes[ray]"``); ``--ray ADDRESS`` names it. Each actor takes one
+CPU and builds its evaluator once. Per evaluation the learner puts the
+:class:`neuroes.shards.Broadcast` in the object store once (``ray.put``); an actor fetches it
+with its first shard of that evaluation, so shard messages carry only seeds.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import cloudpickle
+import ray
+from ray.exceptions import RayActorError
+
+from neuroes.agents import ObservationNormalizer
+from neuroes.shards import Broadcast, Pool, Shard, ShardEvaluator, WorkerSpec
+
+
+@ray.remote(num_cpus=1, max_restarts=0)
+class _Worker:
+    def __init__(self, spec: bytes) -> None:
+        self.worker = ShardEvaluator(cloudpickle.loads(spec))
+        self.job = None
+
+    def ready(self) -> tuple[str, None]:
+        return "ready", None
+
+    def evaluate(self, job: int, broadcast: list[ray.ObjectRef], shard: Shard):
+        if job != self.job:  # the reference sits in a list so that Ray does not fetch it per call
+            self.worker.publish(ray.get(broadcast[0]))
+            self.job = job
+        return self.worker.run(shard)
+
+
+class RayWorkers(Pool):
+    """``workers`` Ray actors (default: one per CPU of the cluster).
+
+    Connects with ``ray.init(address)`` unless Ray is already initialized in this process, and
+    shuts Ray down on :meth:`close` only if it connected.
+    """
+
+    def __init__(
+        self,
+        spec: WorkerSpec,
+        normalizer: ObservationNormalizer | None,
+        workers: int | None = None,
+        address: str | None = "auto",
+        shards_per_worker: int = 4,
+    ) -> None:
+        self.connected = not ray.is_initialized()
+        if self.connected:
+            try:
+                ray.init(address=address, logging_level=logging.WARNING)
+            except ConnectionError as error:
+                raise ValueError(f"cannot reach a Ray cluster at {address!r}: {error}") from None
+        self.spec = cloudpickle.dumps(spec)
+        self.actors: dict[int, ray.actor.ActorHandle] = {}
+        self.pending: dict[ray.ObjectRef, int] = {}  # outstanding call -> slot
+        workers = workers or int(ray.cluster_resources().get("CPU", 1))
+        super().__init__(workers, normalizer, shards_per_worker)
+
+    def _start(self, slot: int) -> None:
+        if slot in self.actors:
+            ray.kill(self.actors[slot])
+        self.actors[slot] = _Worker.remote(self.spec)
+        self.pending[self.actors[slot].ready.remote()] = slot
+
+    def _publish(self, broadcast: Broadcast) -> None:
+        self.broadcast = [ray.put(broadcast)]
+
+    def _send(self, slot: int, shard: Shard) -> None:
+        call = self.actors[slot].evaluate.remote(self.job, self.broadcast, shard)
+        self.pending[call] = slot
+
+    def _wait(self) -> list[tuple[int, str, object]]:
+        ray.wait(list(self.pending), num_returns=1)
+        done, _ = ray.wait(list(self.pending), num_returns=len(self.pending), timeout=0)
+        events = []
+        for call in done:
+            slot = self.pending.pop(call)
+            try:
+                events.append((slot, *ray.get(call)))
+            except RayActorError as error:
+                events.append((slot, "died", str(error).splitlines()[0]))
+        return events
+
+    def close(self) -> None:
+        for actor in self.actors.values():
+            ray.kill(actor)
+        if self.connected:
+            ray.shutdown()

@@ -1,0 +1,235 @@
+"""The genetic algorithm and ES-ENAS: selection, mutation, masks, the controller, training."""
+
+from __future__ import annotations
+
+import itertools
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from gymnasium.spaces import Box, Discrete
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+import neuroes
+from neuroes import checkpoint, expectation, render, train
+from neuroes.agents import get_flat, make_policy
+from neuroes.agents.masked import EdgeSpace, PartitionSpace, make_space
+from neuroes.algorithms import ENAS, GeneticAlgorithm
+from neuroes.algorithms.ga import rebuild
+from neuroes.config import Config
+from neuroes.distributions import TopK
+from neuroes.rollout import Evaluator, Rollouts
+
+
+def _rollouts(returns) -> Rollouts:
+    n = len(returns)
+    zeros = np.zeros((n, 1))
+    return Rollouts(np.asarray(returns, dtype=float), np.ones(n), np.zeros((n, 0)),
+                    np.ones(n, dtype=np.int64), zeros, zeros)  # fmt: skip
+
+
+def _toy_fitness(thetas: torch.Tensor) -> np.ndarray:
+    return -(thetas - 1.0).pow(2).sum(1).numpy()
+
+
+# Genetic algorithm
+
+
+def test_ga_elite_is_the_best_candidate_after_re_evaluation_and_parents_are_the_top() -> None:
+    calls = []
+
+    def evaluate(thetas, episodes, seed):
+        calls.append((len(thetas), episodes))
+        return _rollouts(_toy_fitness(thetas))
+
+    ga = GeneticAlgorithm(torch.zeros(6), 0.5, 12, parents=3, elite_candidates=4,
+                          elite_episodes=7, evaluate=evaluate, seed=1)  # fmt: skip
+    population = ga.ask()
+    true = _toy_fitness(population.thetas)
+    training = true.copy()
+    training[np.argmax(true)] = -1e9  # a noisy episode hides the best member
+    training[np.argsort(true)[0]] = 1e9  # and flatters the worst
+    old_genomes, old = list(ga.genomes), population.thetas.clone()
+    ga.tell(population, _rollouts(training))
+    assert calls == [(4, 7)]
+    candidates = np.argsort(-training, kind="stable")[:4]
+    elite = candidates[np.argmax(true[candidates])]
+    assert torch.equal(ga.vectors[0], old[elite]) and torch.equal(ga.mean, old[elite])
+    top = [elite, *(i for i in np.argsort(-training, kind="stable") if i != elite)][:3]
+    assert {g[:-1] for g in ga.genomes[1:]} <= {old_genomes[i] for i in top}
+
+
+def test_ga_mutates_every_member_but_the_elite_and_genomes_rebuild_them_exactly() -> None:
+    ga = GeneticAlgorithm(torch.zeros(20), 0.1, 10, parents=4, elite_candidates=3,
+                          crossover=0.5, seed=2)  # fmt: skip
+    elite_fitness = []
+    for _ in range(6):
+        population = ga.ask()
+        old = population.thetas.clone()
+        ga.tell(population, _rollouts(_toy_fitness(old)))
+        elite_fitness.append(_toy_fitness(ga.mean.unsqueeze(0))[0])
+        assert torch.equal(ga.vectors[0], old[np.argmax(_toy_fitness(old))])
+        children = ga.vectors[1:]
+        assert (children.unsqueeze(1) != old.unsqueeze(0)).any(-1).all()  # all differ from old
+    assert ga.ask().signs.tolist() == [0] + [1] * 9
+    assert elite_fitness == sorted(elite_fitness) and elite_fitness[-1] > elite_fitness[0]
+    assert any(isinstance(g[0], tuple) for g in ga.genomes)  # crossover children exist
+    memo: dict = {}
+    rebuilt = torch.stack([rebuild(g, ga.init, 0.1, ga.table, memo) for g in ga.genomes])
+    assert torch.equal(rebuilt, ga.vectors)
+
+
+# ES-ENAS search spaces and controller
+
+
+def _policy(hidden=(16,)):
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        return make_policy("mlp", Box(-1, 1, (4,)), Discrete(2), hidden=hidden)
+
+
+def test_edge_masks_keep_exactly_k_edges_per_layer_and_every_bias() -> None:
+    policy = _policy()
+    space = EdgeSpace(policy, 0.25)
+    assert space.keep == [16, 8] and space.edges_used == 24 and space.total_edges == 96
+    logits = torch.randn(space.num_logits, generator=torch.Generator().manual_seed(0))
+    topologies = space.controller(logits, 0).sample(50)
+    weights = torch.randn(50, space.dim).abs() + 0.1
+    thetas = space.effective(weights, topologies)
+    for layer, k in zip(space.layers, space.keep, strict=True):
+        assert ((thetas[:, layer.weight] != 0).sum(1) == k).all()
+        kept = thetas[:, layer.weight] != 0
+        assert torch.equal(thetas[:, layer.weight][kept], weights[:, layer.weight][kept])
+        assert torch.equal(thetas[:, layer.bias], weights[:, layer.bias])
+
+
+def test_partition_space_shares_one_weight_per_partition() -> None:
+    policy = _policy()
+    space = make_space("partition", policy, partitions=3)
+    assert isinstance(space, PartitionSpace) and space.dim == 2 * 3 + 16 + 2
+    weights = space.initial(get_flat(policy)).unsqueeze(0)
+    topology = space.controller(torch.zeros(space.num_logits), 1).sample(1)
+    theta = space.effective(weights, topology)[0]
+    parts = topology[0].split([layer.edges for layer in space.layers])
+    for k, (layer, assigned) in enumerate(zip(space.layers, parts, strict=True)):
+        assert torch.equal(theta[layer.weight], weights[0, 3 * k : 3 * k + 3][assigned])
+        assert len(theta[layer.weight].unique()) <= 3
+
+
+def test_k_edge_draws_give_the_exact_gradient_of_a_set_function() -> None:
+    logits = torch.tensor([0.3, -0.5, 1.0, 0.0, -1.2], requires_grad=True)
+    p = TopK(logits, 2, generator=5)
+    value = torch.tensor([1.0, 0.0, -2.0, 3.0, 0.5])  # f(set) = sum of its members' values
+    orders = torch.tensor(list(itertools.permutations(range(5), 2)))
+    weights = logits.exp()
+    first, second = weights[orders[:, 0]], weights[orders[:, 1]]
+    probabilities = first / weights.sum() * second / (weights.sum() - first)
+    torch.testing.assert_close(p.log_prob(orders).exp(), probabilities)
+    (exact,) = torch.autograd.grad((probabilities * value[orders].sum(1)).sum(), logits)
+    draws = p.sample(100_000)
+    assert (draws[:, 0] != draws[:, 1]).all()
+    (estimate,) = torch.autograd.grad(expectation(value[draws].sum(1), draws, p), logits)
+    torch.testing.assert_close(estimate, exact, atol=0.02, rtol=0)
+
+
+def _set_probability(controller, target: list[int]) -> float:
+    orders = torch.tensor(list(itertools.permutations(target)), dtype=torch.float32)
+    return float(controller.log_prob(orders).detach().exp().sum())
+
+
+def test_controller_gradient_moves_probability_toward_the_best_mask() -> None:
+    policy = make_policy("linear", Box(-1, 1, (3,)), Discrete(2))  # 6 edges, keep 3
+    algorithm = ENAS(get_flat(policy), 0.1, 20, 0.05, space=EdgeSpace(policy, 0.5),
+                     controller_lr=0.2, seed=3)  # fmt: skip
+    target = [0, 2, 4]  # the best mask: fitness counts its edges
+    before = _set_probability(algorithm.controller(), target)
+    for _ in range(30):
+        population = algorithm.ask()
+        hits = torch.isin(population.topologies.long(), torch.tensor(target)).sum(1)
+        scalars = algorithm.tell(population, _rollouts(hits.numpy()))
+    after = _set_probability(algorithm.controller(), target)
+    assert before == pytest.approx(1 / 20) and after > 0.5
+    assert sorted(algorithm.topology.long().tolist()) == target
+    assert scalars["enas/controller_entropy"] < math.log(6 * 5 * 4)
+
+
+# Training: short runs, checkpoints, resume
+
+
+def _logged(run_dir: Path) -> dict[str, list[float]]:
+    events = EventAccumulator(str(run_dir))
+    events.Reload()
+    return {tag: [e.value for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+
+
+def _config(tmp_path: Path, name: str, algo: str, **overrides) -> Config:
+    fields = {"env_id": "CartPole-v1", "algo": algo, "logdir": str(tmp_path / name),
+              "progress": False, "target_return": math.inf}  # fmt: skip
+    return Config(**(fields | overrides))
+
+
+SHORT = {
+    "ga": {"popsize": 16, "parents": 4, "elite_candidates": 3, "elite_episodes": 3},
+    "enas": {"popsize": 16},
+}
+
+
+@pytest.fixture(scope="module", params=["ga", "enas"])
+def short_run(request, tmp_path_factory) -> tuple[str, train.Summary]:
+    algo = request.param
+    generations = {"ga": 6, "enas": 15}[algo]
+    config = _config(tmp_path_factory.mktemp(algo), "run", algo, seed=4,
+                     generations=generations, **SHORT[algo])  # fmt: skip
+    return algo, train.train(config)
+
+
+def test_short_cartpole_run_improves(short_run) -> None:
+    algo, summary = short_run
+    scalars = _logged(summary.run_dir)
+    evaluations = scalars["eval/return"]
+    assert evaluations[0] < 50
+    assert max(evaluations[-3:]) > 3 * evaluations[0] + 100
+    prefix = {"ga": "ga/elite_return", "enas": "enas/controller_entropy"}[algo]
+    assert prefix in scalars
+
+
+def test_checkpoint_loads_and_plays_the_saved_policy(short_run) -> None:
+    algo, summary = short_run
+    path = summary.run_dir / "checkpoint.pkl"
+    saved = checkpoint.read(path)
+    state, config = saved["algorithm"], Config(**saved["config"])
+    agent = neuroes.load(path)
+    if algo == "ga":
+        ga = GeneticAlgorithm(state["init"], config.sigma, config.popsize)
+        expected = rebuild(state["genomes"][0], state["init"], config.sigma, ga.table)
+    else:
+        space = make_space(config.topology, agent.policy, config.edge_fraction)
+        expected = space.effective(state["mu"].unsqueeze(0), state["topology"].unsqueeze(0))[0]
+        assert int((expected != 0).sum()) <= space.edges_used + 16 + 2  # kept edges and biases
+    assert torch.equal(get_flat(agent.policy), expected)
+    returns, _ = render.play(agent, 1, seed=11)
+    evaluator = Evaluator("CartPole-v1", agent.policy, normalizer=agent.normalizer)
+    assert returns[0] == evaluator.evaluate(expected.unsqueeze(0), 1, None, 11).returns[0]
+
+
+@pytest.mark.parametrize("algo", ["ga", "enas"])
+def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(algo, tmp_path) -> None:
+    common = {"seed": 1, "checkpoint_every": 1, **SHORT[algo]}
+    whole = train.train(_config(tmp_path, "whole", algo, generations=6, **common))
+    half = train.train(_config(tmp_path, "half", algo, generations=3, **common))
+    resumed = train.train(
+        Config(env_id="CartPole-v1", resume=str(half.run_dir / "checkpoint.pkl")),
+        {"generations": 6, "progress": False},
+    )
+    a = checkpoint.read(whole.run_dir / "checkpoint.pkl")
+    b = checkpoint.read(resumed.run_dir / "checkpoint.pkl")
+    assert torch.equal(get_flat(a["policy"]), get_flat(b["policy"]))
+    assert torch.equal(a["normalizer"].mean, b["normalizer"].mean)
+    if algo == "ga":
+        assert a["algorithm"]["genomes"] == b["algorithm"]["genomes"]
+    else:
+        for key in ("mu", "logits", "topology"):
+            assert torch.equal(a["algorithm"][key], b["algorithm"][key])
+    assert a["env_steps"] == b["env_steps"] and a["generation"] == b["generation"] == 6
