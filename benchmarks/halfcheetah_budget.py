@@ -34,9 +34,17 @@ NETWORK = "Linear(obs_length, 64) >> Tanh() >> Linear(64, 64) >> Tanh() >> Linea
 
 
 def neuroes_best(budget: float, workers: int, seed: int, logdir: str) -> tuple[float, int]:
-    config = Config(env_id="HalfCheetah-v5", seed=seed, workers=workers, time_limit=budget,
-                    eval_episodes=3, target_return=math.inf, generations=100_000,
-                    progress=False, logdir=logdir)  # fmt: skip
+    config = Config(
+        env_id="HalfCheetah-v5",
+        seed=seed,
+        workers=workers,
+        time_limit=budget,
+        eval_episodes=3,
+        target_return=math.inf,
+        generations=100_000,
+        progress=False,
+        logdir=logdir,
+    )
     summary = train(config)
     return summary.best_return, summary.generations
 
@@ -62,11 +70,21 @@ def evotorch_best(budget: float, workers: int, seed: int) -> tuple[float, int]:
 
     torch.manual_seed(seed)
     start = time.perf_counter()
-    problem = VecGymNE("HalfCheetah-v5", NETWORK, observation_normalization=True,
-                       num_actors=workers if workers > 1 else None)  # fmt: skip
-    searcher = PGPE(problem, popsize=64, center_learning_rate=0.01125, stdev_learning_rate=0.1,
-                    radius_init=0.27, optimizer="clipup",
-                    optimizer_config={"max_speed": 0.0225})  # fmt: skip
+    problem = VecGymNE(
+        "HalfCheetah-v5",
+        NETWORK,
+        observation_normalization=True,
+        num_actors=workers if workers > 1 else None,
+    )
+    searcher = PGPE(
+        problem,
+        popsize=64,
+        center_learning_rate=0.01125,
+        stdev_learning_rate=0.1,
+        radius_init=0.27,
+        optimizer="clipup",
+        optimizer_config={"max_speed": 0.0225},
+    )
     best, generation = -math.inf, 0
     while time.perf_counter() - start < budget:
         searcher.step()
@@ -78,15 +96,18 @@ def evotorch_best(budget: float, workers: int, seed: int) -> tuple[float, int]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--budgets", type=float, nargs="+", default=[120, 300],
-                        help="wall-clock budgets in seconds")  # fmt: skip
+    parser.add_argument(
+        "--budgets", type=float, nargs="+", default=[120, 300], help="wall-clock budgets in seconds"
+    )
     parser.add_argument("--workers", type=int, default=os.cpu_count(), help="processes per side")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip-evotorch", action="store_true", help="measure neuroes only")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    print(f"HalfCheetah-v5, population 64, MLP 64-64, {args.workers} workers per side, "
-          f"torch {torch.__version__}, gymnasium {gym.__version__}")  # fmt: skip
+    print(
+        f"HalfCheetah-v5, population 64, MLP 64-64, {args.workers} workers per side, "
+        f"torch {torch.__version__}, gymnasium {gym.__version__}"
+    )
     print(f"{'budget':>8s} {'neuroes best':>13s} {'gens':>6s} {'evotorch best':>14s} {'gens':>6s}")
     for budget in args.budgets:
         with tempfile.TemporaryDirectory() as tmp:

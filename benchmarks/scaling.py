@@ -7,9 +7,11 @@
 (a) Generations per second and environment steps per second of NES on HalfCheetah-v5 (MLP
 64-64, population 64 plus the mean policy's 10 evaluation episodes, 1000-step episodes) in
 process, with 1 and 2 local worker processes, and with 1 and 2 Ray actors on a local cluster.
-Every process runs torch on one thread. The first generation, which waits for the workers to
-start, is not timed. Steps per second
-count the population's steps, as ``time/steps_per_second`` does in training.
+The same run on every backend plays its generations in turn with the others, so that all meet
+the same machine load (on a shared machine it varies), and the results are checked to be
+identical. Every process runs torch on one thread. The first generation, which waits for the
+workers to start, is not timed. Steps per second count the population's steps, as
+``time/steps_per_second`` does in training.
 
 (b) Bytes per generation between the learner and 2 local workers for a policy of about 100k
 parameters and a population of 1000 (plus 10 evaluation rows), measured on the pipes: once with
@@ -21,66 +23,82 @@ Then the sizes of one shard message per row count, from which a model of larger 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import tempfile
 import time
 from pathlib import Path
 
 import gymnasium as gym
+import numpy as np
 import torch
 
 from neuroes.agents import get_flat, make_policy, num_params
 from neuroes.algorithms import NES, Population
 from neuroes.config import Config
-from neuroes.shards import WorkerSpec, split
+from neuroes.rollout import Rollouts
+from neuroes.shards import Backend, WorkerSpec, split
 from neuroes.trainer import Run
-from neuroes.workers import LocalWorkers, encode
+from neuroes.workers import InProcess, LocalWorkers, encode
 
 
-def generation_rates(config: Config, generations: int) -> tuple[float, float]:
-    """Generations and population env steps per second of ``config``'s backend."""
-    with tempfile.TemporaryDirectory() as folder:
-        run = Run(config.resolved(), Path(folder))
-        try:
-            steps, start = 0, time.perf_counter()
-            for generation in range(generations + 1):
-                if generation == 1:  # the first generation also waits for the workers
-                    steps, start = 0, time.perf_counter()
-                population = run.algorithm.ask()
-                rollouts, _ = run.evaluate(population)
-                if run.normalizer is not None:
-                    run.normalizer.update(*rollouts.observation_stats)
-                run.algorithm.tell(population, rollouts)
-                run.generation += 1
-                steps += rollouts.env_steps
-            seconds = time.perf_counter() - start
-        finally:
-            run.close()
-    return generations / seconds, steps / seconds
+def generation(run: Run) -> tuple[float, Rollouts]:
+    """One NES generation of ``run`` (ask, evaluate, tell): its seconds and rollouts."""
+    start = time.perf_counter()
+    population = run.algorithm.ask()
+    rollouts, _ = run.evaluate(population)  # with the mean policy's rows, as in training
+    run.normalizer.update(*rollouts.observation_stats)
+    run.algorithm.tell(population, rollouts)
+    run.generation += 1
+    return time.perf_counter() - start, rollouts
 
 
 def scaling(env_id: str, generations: int, max_steps: int | None, with_ray: bool) -> None:
-    backends = [("in process", {}), ("local", {"workers": 1}), ("local", {"workers": 2})]
-    if with_ray:
-        backends += [("ray", {"workers": 1, "ray": "auto"}), ("ray", {"workers": 2, "ray": "auto"})]
+    """Generations of every backend in turn, so that all see the same machine load."""
+    cases = [("in process", 1), ("local", 1), ("local", 2)]
+    cases += [("ray", 1), ("ray", 2)] if with_ray else []
     torch.set_num_threads(1)  # as workers do; two threads on two busy cores are much slower
-    print(f"(a) {env_id}, population 64 + 10 evaluation rows, {generations} timed generations")
-    print(f"{'backend':>10} {'workers':>7} {'gen/s':>7} {'steps/s':>8} {'vs 1 worker':>11}")
-    one_worker = {}
-    for name, backend in backends:
-        workers = backend.get("workers", 1)
-        config = Config(env_id, popsize=64, max_steps=max_steps, progress=False, **backend)
-        if backend.get("ray"):  # a local cluster of as many CPUs as actors (see make_backend)
+    config = Config(env_id, popsize=64, max_steps=max_steps, progress=False).resolved()
+    rates = [[] for _ in cases]  # (generations/s, steps/s) of every timed generation
+    with tempfile.TemporaryDirectory() as folder, contextlib.ExitStack() as stack:
+        if with_ray:
             import ray
 
-            ray.init(num_cpus=workers, include_dashboard=False, logging_level="WARNING")
-        try:
-            rate, steps = generation_rates(config, generations)
-        finally:
-            if backend.get("ray"):
-                ray.shutdown()
-        ratio = rate / one_worker.setdefault(name, rate)
-        print(f"{name:>10} {workers:>7} {rate:>7.3f} {steps:>8.0f} {ratio:>10.2f}x")
+            ray.init(num_cpus=3, include_dashboard=False, logging_level="WARNING")
+            stack.callback(ray.shutdown)
+        runs = []
+        for index, (kind, workers) in enumerate(cases):
+            run = Run(config, Path(folder) / str(index))
+            stack.callback(run.close)
+            run.backend.close()  # the same run on the backend of this case
+            run.backend = backend(kind, workers, WorkerSpec(env_id, run.policy), run.normalizer)
+            runs.append(run)
+        for turn in range(generations + 1):  # turn 0 also waits for the workers: not timed
+            results = [generation(run) for run in runs]
+            returns = results[0][1].returns
+            assert all(np.array_equal(r.returns, returns) for _, r in results), "results differ"
+            for index, (took, rollouts) in enumerate(results):
+                if turn:
+                    rates[index].append((1 / took, rollouts.env_steps / took))
+    print(f"(a) {env_id}, population 64 + 10 evaluation rows, medians of {generations}")
+    print("interleaved generations; the backends' results were identical")
+    print(f"{'backend':>10} {'workers':>7} {'gen/s':>7} {'steps/s':>8} {'vs 1 worker':>11}")
+    one_worker = {}
+    for (kind, workers), measured in zip(cases, rates, strict=True):
+        rate, steps = np.median(measured, axis=0)
+        ratio = rate / one_worker.setdefault(kind, rate)
+        print(f"{kind:>10} {workers:>7} {rate:>7.3f} {steps:>8.0f} {ratio:>10.2f}x")
+
+
+def backend(kind: str, workers: int, spec: WorkerSpec, normalizer) -> Backend:
+    """An explicit backend (``--ray`` with ``--workers 1`` would mean one actor per CPU)."""
+    if kind == "local":
+        return LocalWorkers(spec, normalizer, workers)
+    if kind == "ray":
+        from neuroes.distributed import RayWorkers
+
+        return RayWorkers(spec, normalizer, workers)
+    return InProcess(spec, normalizer)
 
 
 def message_bytes(hidden: tuple[int, ...], popsize: int) -> None:

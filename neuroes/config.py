@@ -33,6 +33,7 @@ class Config:
     sigma: float | None = _help("initial standard deviation of the search distribution")
     lr: float | None = _help("Adam learning rate of the distribution's mean")
     generations: int | None = _help("number of generations to run")
+    time_limit: float | None = _help("stop after this many seconds of training (wall clock)")
     episodes: int | None = _help("episodes per member and generation (their returns are averaged)")
     max_steps: int | None = _help("cut every episode after this many steps (default: env limit)")
     seed: int = _help("seed of the run: noise, episodes and policy initialization", 0)
@@ -101,6 +102,8 @@ class Config:
             raise ValueError(f"popsize must be even for mirrored sampling, got {config.popsize}")
         if config.max_steps is not None and config.max_steps < 1:
             raise ValueError(f"max_steps must be positive, got {config.max_steps}")
+        if config.time_limit is not None and not config.time_limit > 0:
+            raise ValueError(f"time_limit must be positive, got {config.time_limit}")
         if config.algo not in ALGORITHMS:
             raise ValueError(f"unknown algo {config.algo!r}; accepted: {', '.join(ALGORITHMS)}")
         return config

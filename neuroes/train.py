@@ -34,6 +34,7 @@ class Summary:
     env_steps: int
     wall_time: float
     eval_return: float
+    best_return: float
     solved: bool
 
 
@@ -56,7 +57,8 @@ def _loop(run: Run) -> Summary:
     """Generations of ``run`` until it is solved or has run ``config.generations``."""
     config, solved = run.config, False
     start = time.perf_counter() - run.wall_time
-    while run.generation < config.generations and not solved:
+    limit = config.time_limit or float("inf")
+    while run.generation < config.generations and run.wall_time < limit and not solved:
         tick = time.perf_counter()
         population = run.algorithm.ask()
         rollouts, run.eval_return = run.evaluate(population)  # the mean policy rides along
@@ -95,7 +97,13 @@ def _loop(run: Run) -> Summary:
             run.save("checkpoint.pkl")
     run.save("checkpoint.pkl")
     return Summary(
-        run.run_dir, run.generation, run.env_steps, run.wall_time, run.eval_return, solved
+        run.run_dir,
+        run.generation,
+        run.env_steps,
+        run.wall_time,
+        run.eval_return,
+        run.best_return,
+        solved,
     )
 
 
