@@ -33,7 +33,13 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from neuroes.agents import get_flat, make_policy, num_params
+from neuroes.agents import (
+    ObservationNormalizer,
+    get_flat,
+    make_policy,
+    num_params,
+    observation_dim,
+)
 from neuroes.algorithms import NES, Population
 from neuroes.config import Config
 from neuroes.rollout import Rollouts
@@ -105,30 +111,30 @@ def message_bytes(hidden: tuple[int, ...], popsize: int) -> None:
     env = gym.make("HalfCheetah-v5")
     torch.manual_seed(0)
     policy = make_policy("mlp", env.observation_space, env.action_space, hidden=hidden)
-    dim = num_params(policy)
+    normalizer = ObservationNormalizer(observation_dim(env.observation_space))
     algorithm = NES(get_flat(policy), 0.02, popsize=popsize, lr=0.01)
     seeded = algorithm.ask().with_mean(algorithm.mean, 10)
     forms = [("seeds", seeded), ("vectors", Population(seeded.thetas))]
-    print(f"\n(b) {dim} parameters, population {popsize} + 10, 2 local workers, 8 shards")
+    print(f"\n(b) {num_params(policy)} parameters, population {popsize} + 10, 2 local workers,")
+    print("8 shards: bytes per generation")
     print(f"{'form':>8} {'learner->workers':>17} {'workers->learner':>17}")
-    backend = LocalWorkers(WorkerSpec("HalfCheetah-v5", policy), None, 2)
+    backend = LocalWorkers(WorkerSpec("HalfCheetah-v5", policy), normalizer, 2)
     try:
         for name, population in forms:
             sent, received = backend.bytes_sent, backend.bytes_received
-            backend.evaluate(population, 0, 1, 1)
+            rollouts = backend.evaluate(population, 0, 1, 1)
             sent, received = backend.bytes_sent - sent, backend.bytes_received - received
             print(f"{name:>8} {sent:>17,} {received:>17,}")
     finally:
         backend.close()
     print("\none message, by rows per shard (bytes):")
-    print(f"{'rows':>6} {'seed shard':>11} {'vector shard':>13} {'broadcast':>10}")
+    print(f"{'rows':>6} {'seed shard':>11} {'vector shard':>13} {'reply':>7} {'broadcast':>10}")
     for rows in (1, 10, 100):
-        for name, population in forms:
-            broadcast, shards = split(population[:rows], 0, 1, None, None, rows)
-            size = len(encode(("shard", shards[0])))
-            if name == "seeds":
-                seed_size, broadcast_size = size, len(encode(("publish", broadcast)))
-        print(f"{rows:>6} {seed_size:>11,} {size:>13,} {broadcast_size:>10,}")
+        broadcast, (seeds,) = split(seeded[:rows], 0, 1, None, normalizer, rows)
+        _, (vectors,) = split(Population(seeded.thetas[:rows]), 0, 1, None, normalizer, rows)
+        messages = [("shard", seeds), ("shard", vectors), ("done", rollouts[:rows])]
+        sizes = [f"{len(encode(m)):,}" for m in [*messages, ("publish", broadcast)]]
+        print(f"{rows:>6} {sizes[0]:>11} {sizes[1]:>13} {sizes[2]:>7} {sizes[3]:>10}")
 
 
 def main() -> None:

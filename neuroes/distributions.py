@@ -347,9 +347,11 @@ class TopK(Distribution):
         x = x.long()
         logits = self.logits.expand(len(x), *self.logits.shape)
         chosen = logits.gather(-1, x)
-        taken = torch.nn.functional.one_hot(x, self.logits.shape[-1]).cumsum(-2)
-        before = (taken - torch.nn.functional.one_hot(x, self.logits.shape[-1])).bool()
-        remaining = logits.unsqueeze(-2).masked_fill(before, -math.inf).logsumexp(-1)
+        # The mass left before draw j: the never-drawn categories plus draws j, j+1, ..., k
+        # (a sum of positive terms, so no cancellation), in O(K + k) per draw.
+        never = logits.scatter(-1, x, -math.inf).logsumexp(-1, keepdim=True)
+        later = chosen.flip(-1).logcumsumexp(-1).flip(-1)
+        remaining = torch.logaddexp(later, never)
         return (chosen - remaining).reshape(len(x), -1).sum(-1)
 
     def mode(self) -> Tensor:
