@@ -56,7 +56,8 @@ class RayWorkers(Pool):
             try:
                 ray.init(address=address, logging_level=logging.WARNING)
             except ConnectionError as error:
-                raise ValueError(f"cannot reach a Ray cluster at {address!r}: {error}") from None
+                first = str(error).splitlines()[0]
+                raise ValueError(f"cannot reach a Ray cluster at {address!r}: {first}") from None
         self.spec = cloudpickle.dumps(spec)
         self.actors: dict[int, ray.actor.ActorHandle] = {}
         self.pending: dict[ray.ObjectRef, int] = {}  # outstanding call -> slot

@@ -172,7 +172,7 @@ def _config(tmp_path: Path, name: str, algo: str, **overrides) -> Config:
 
 SHORT = {
     "ga": {"popsize": 16, "parents": 4, "elite_candidates": 3, "elite_episodes": 3},
-    "enas": {"popsize": 16},
+    "enas": {"popsize": 32},
 }
 
 
@@ -190,7 +190,7 @@ def test_short_cartpole_run_improves(short_run) -> None:
     scalars = _logged(summary.run_dir)
     evaluations = scalars["eval/return"]
     assert evaluations[0] < 50
-    assert max(evaluations[-3:]) > 3 * evaluations[0] + 100
+    assert max(evaluations[len(evaluations) // 2 :]) > 3 * evaluations[0] + 100
     prefix = {"ga": "ga/elite_return", "enas": "enas/controller_entropy"}[algo]
     assert prefix in scalars
 
