@@ -57,7 +57,7 @@ def centre_return(policy: torch.nn.Module, episodes: int, seed: int) -> float:
         total, done = 0.0, False
         while not done:
             with torch.no_grad():
-                action = policy(torch.as_tensor(obs, dtype=torch.float32)).numpy()
+                action = policy(torch.as_tensor(obs, dtype=torch.float64)).numpy()
             obs, reward, terminated, truncated, _ = env.step(action)
             total, done = total + reward, terminated or truncated
         returns.append(total)
@@ -89,7 +89,7 @@ def evotorch_best(budget: float, workers: int, seed: int) -> tuple[float, int]:
     while time.perf_counter() - start < budget:
         searcher.step()
         generation += 1
-        policy = problem.to_policy(searcher.status["center"])
+        policy = problem.to_policy(searcher.status["center"]).double()  # its normalizer is float64
         best = max(best, centre_return(policy, 3, 1000 * seed + generation))
     return best, generation
 
