@@ -59,7 +59,7 @@ class Config:
     )
     edge_fraction: float = _help("enas edge search: fraction of each layer's edges kept", 0.25)
     partitions: int = _help("enas partition search: shared weights per layer", 8)
-    controller_lr: float = _help("enas: Adam learning rate of the topology controller", 1.0)
+    controller_lr: float = _help("enas: Adam learning rate of the topology controller", 0.1)
     normalize: bool | None = _help("normalize observations with running statistics")
     eval_episodes: int = _help("episodes of the mean policy's evaluation every generation", 10)
     confirm_episodes: int = _help("episodes confirming that the target return is reached", 100)

@@ -44,7 +44,7 @@ class ENAS(NES):
     """
 
     def __init__(
-        self, mu: Tensor, *args, space: SearchSpace, controller_lr: float = 1.0, **kwargs
+        self, mu: Tensor, *args, space: SearchSpace, controller_lr: float = 0.1, **kwargs
     ) -> None:
         if controller_lr <= 0:
             raise ValueError(f"controller_lr must be positive, got {controller_lr}")
