@@ -210,7 +210,58 @@ class _SeededVector(_CartPoleVector):
         return self.vector.unwrapped.reset(seed=[int(s) for s in seeds])[0]
 
 
-NATIVE_VECTOR = {"CartPole": _CartPoleVector, "PointMaze": _SeededVector}
+def _square(x: np.ndarray) -> np.ndarray:
+    """``x ** 2`` as numpy computes it for one scalar (libm ``pow``), which can differ in the
+    last bit from the ``x * x`` that ``array ** 2`` computes."""
+    return np.power(x, np.full_like(x, 2.0))
+
+
+class _PendulumVector:
+    """Gymnasium's Pendulum, every sub-environment stepped in one numpy call.
+
+    Gymnasium has no vector Pendulum; this one repeats ``PendulumEnv.step`` elementwise, in
+    the same dtypes (the torque stays float32, as in the single environment), so that each
+    sub-environment matches the single environment bitwise, and truncates at the spec's
+    ``max_episode_steps``. Starts are those ``PendulumEnv.reset(seed=s)`` draws.
+    """
+
+    def __init__(self, env_id: str, env_kwargs: dict | None):
+        env = make_env(env_id, env_kwargs)
+        self.single = env.unwrapped
+        self.limit = env.spec.max_episode_steps if env.spec else None
+        self.observation_space, self.action_space = env.observation_space, env.action_space
+
+    def reset(self, seeds: np.ndarray) -> np.ndarray:
+        starts = {}
+        for s in np.unique(seeds):
+            self.single.reset(seed=int(s))
+            starts[s] = np.array(self.single.state, dtype=np.float64)
+        self.state = np.stack([starts[s] for s in seeds])
+        self.steps = 0
+        return self._observe()
+
+    def step(self, actions: np.ndarray, running: np.ndarray, observations: np.ndarray):
+        env, (th, thdot) = self.single, self.state.T
+        u = np.clip(actions[:, 0], -env.max_torque, env.max_torque)
+        angle = ((th + np.pi) % (2 * np.pi)) - np.pi
+        costs = _square(angle) + 0.1 * _square(thdot) + 0.001 * _square(u)
+        change = 3 * env.g / (2 * env.l) * np.sin(th) + 3.0 / (env.m * env.l**2) * u
+        thdot = np.clip(thdot + change * env.dt, -env.max_speed, env.max_speed)
+        self.state = np.stack([th + thdot * env.dt, thdot], axis=1)
+        self.steps += 1
+        truncated = np.full(len(th), self.limit is not None and self.steps >= self.limit)
+        return self._observe(), -costs, np.zeros(len(th), dtype=bool), truncated
+
+    def _observe(self) -> np.ndarray:
+        th, thdot = self.state.T
+        return np.stack([np.cos(th), np.sin(th), thdot], axis=1).astype(np.float32)
+
+
+NATIVE_VECTOR = {
+    "CartPole": _CartPoleVector,
+    "Pendulum": _PendulumVector,
+    "PointMaze": _SeededVector,
+}
 
 
 class _EnvFailure(Exception):
