@@ -10,9 +10,10 @@ Each sub-environment plays exactly one episode and is never reset mid-evaluation
 position is always read from the terminal state, whatever autoreset mode a vector environment
 uses. Two kinds of population environment run the episodes:
 
-- a native vector environment (Gymnasium's ``vector_entry_point``) for the families listed in
-  ``NATIVE_VECTOR``: all sub-environments are stepped in one numpy call, finished ones included
-  (stepping them costs nothing) and their results masked out;
+- a vector environment for the families listed in ``NATIVE_VECTOR`` (Gymnasium's
+  ``vector_entry_point`` for CartPole and PointMaze, a numpy Pendulum of this module): all
+  sub-environments are stepped in one numpy call, finished ones included (stepping them costs
+  nothing) and their results masked out;
 - a list of ordinary environments otherwise: only members whose episodes are still running are
   stepped, because a simulator step (MuJoCo, Box2D) is the expensive part.
 
