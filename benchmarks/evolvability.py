@@ -1,7 +1,7 @@
 """Evolvability ES against NES: where do samples of the trained population end up?
 
     python benchmarks/evolvability.py                        # PointMaze, about a minute
-    python benchmarks/evolvability.py --env Ant-v5 --generations 60 --max-steps 200
+    python benchmarks/evolvability.py --env Ant-v5 --generations 60 --max-steps 200 --workers 2
     python benchmarks/evolvability.py --env HalfCheetah-v5 --generations 60 --max-steps 200
 
 Each algorithm trains from the same seed; then ``--samples`` members drawn from its final search
@@ -62,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--samples", type=int, default=200, help="members drawn after training")
     parser.add_argument("--radius", type=float, default=0.5, help="coverage distance threshold")
     parser.add_argument("--seed", type=int, default=0, help="seed of every run")
+    parser.add_argument("--workers", type=int, default=1, help="local evaluation processes")
     parser.add_argument("--out", default="benchmarks/results", help="folder for the plots")
     parser.add_argument(
         "--check",
@@ -85,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
             popsize=args.popsize,
             max_steps=args.max_steps,
             seed=args.seed,
+            workers=args.workers,
             target_return=math.inf,
             progress=False,
             logdir=str(out / f"runs/{args.env.replace('/', '_')}-{algo}"),
