@@ -20,6 +20,7 @@ weight matrix (row-major, output by input); biases are never masked or shared.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -87,13 +88,26 @@ class SearchSpace:
 
 
 class EdgeSpace(SearchSpace):
-    """Each layer keeps ``max(1, round(fraction * edges))`` edges; see the module docstring."""
+    """Layer l keeps ``max(1, round(fraction_l * edges_l))`` edges; see the module docstring.
 
-    def __init__(self, policy: Policy, fraction: float) -> None:
-        if not 0 < fraction <= 1:
-            raise ValueError(f"the edge fraction must be in (0, 1], got {fraction}")
+    ``fraction`` is one fraction for every layer or a sequence of one per layer.
+    """
+
+    def __init__(self, policy: Policy, fraction: float | Sequence[float]) -> None:
         super().__init__(policy)
-        self.keep = [max(1, round(fraction * layer.edges)) for layer in self.layers]
+        fractions = [fraction] if isinstance(fraction, (int, float)) else list(fraction)
+        if len(fractions) == 1:
+            fractions *= len(self.layers)
+        if len(fractions) != len(self.layers):
+            raise ValueError(
+                f"edge fractions: give one for all layers or one per layer ({len(self.layers)}), "
+                f"got {len(fractions)}"
+            )
+        if not all(0 < f <= 1 for f in fractions):
+            raise ValueError(f"edge fractions must be in (0, 1], got {fraction}")
+        self.keep = [
+            max(1, round(f * layer.edges)) for f, layer in zip(fractions, self.layers, strict=True)
+        ]
         self.dim, self.num_logits = self.size, self.total_edges
         self.edges_used = sum(self.keep)
 
@@ -155,7 +169,10 @@ SPACES = ("edge", "partition")
 
 
 def make_space(
-    kind: str, policy: Policy, edge_fraction: float = 0.25, partitions: int = 8
+    kind: str,
+    policy: Policy,
+    edge_fraction: float | Sequence[float] = 0.25,
+    partitions: int = 8,
 ) -> SearchSpace:
     """The search space ``kind`` ("edge" or "partition") over ``policy``'s weights."""
     if kind == "edge":

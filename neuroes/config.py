@@ -57,9 +57,12 @@ class Config:
         "edge",
         choices=TOPOLOGIES,
     )
-    edge_fraction: float = _help("enas edge search: fraction of each layer's edges kept", 0.25)
+    edge_fraction: tuple[float, ...] | None = _help(
+        "enas edge search: fraction of edges kept, one for every layer or one per layer",
+        nargs="+",
+    )
     partitions: int = _help("enas partition search: shared weights per layer", 8)
-    controller_lr: float = _help("enas: Adam learning rate of the topology controller", 0.1)
+    controller_lr: float | None = _help("enas: Adam learning rate of the topology controller")
     normalize: bool | None = _help("normalize observations with running statistics")
     eval_episodes: int = _help("episodes of the mean policy's evaluation every generation", 10)
     confirm_episodes: int = _help("episodes confirming that the target return is reached", 100)
@@ -83,6 +86,8 @@ class Config:
         filled = {name: defaults[name] for name in defaults if getattr(self, name) is None}
         config = dataclasses.replace(self, **filled)
         config.hidden = tuple(config.hidden)
+        fraction = config.edge_fraction
+        config.edge_fraction = (fraction,) if isinstance(fraction, int | float) else tuple(fraction)
         for name in (
             "popsize",
             "generations",
@@ -95,7 +100,7 @@ class Config:
         ):
             if getattr(config, name) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(config, name)}")
-        for name in ("sigma", "lr", "bandwidth"):
+        for name in ("sigma", "lr", "bandwidth", "controller_lr"):
             if not getattr(config, name) > 0:
                 raise ValueError(f"{name} must be positive, got {getattr(config, name)}")
         if config.popsize % 2 and config.algo != "ga":

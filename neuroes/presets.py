@@ -18,6 +18,8 @@ GENERIC: dict = {
     "generations": 300,
     "max_steps": None,
     "normalize": True,
+    "edge_fraction": (0.25,),
+    "controller_lr": 0.1,
 }
 
 PRESETS: dict[str | tuple[str, str], dict] = {
@@ -32,6 +34,16 @@ PRESETS: dict[str | tuple[str, str], dict] = {
         "episodes": 3,
         "generations": 300,
         "normalize": False,
+    },
+    # ES-ENAS at 24.5% of the dense 32-32 network's edges (96 + 154 + 32 of 96 + 1024 + 32). The
+    # 3-input layer keeps all its edges: at a quarter per layer most hidden units read one input
+    # or none, and the runs stayed near -700 (spinning) for 300 generations, while a
+    # fully-wired quarter of the units learned. Measured: seeds 0 and 1 confirmed -178 and -187
+    # over 100 episodes after 126 and 163 generations.
+    ("Pendulum-v1", "enas"): {
+        "hidden": (32, 32),
+        "edge_fraction": (1.0, 0.15, 1.0),
+        "controller_lr": 1.0,
     },
     "MountainCarContinuous-v0": {
         "popsize": 64,

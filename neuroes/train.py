@@ -140,7 +140,7 @@ def parser() -> argparse.ArgumentParser:
         if str(item.type).startswith("bool"):
             cli.add_argument(flag, action=argparse.BooleanOptionalAction, help=help_text)
             continue
-        kind = {"hidden": int}.get(item.name) or _scalar_type(str(item.type))
+        kind = _scalar_type(str(item.type).removeprefix("tuple["))
         cli.add_argument(flag, type=kind, help=f"{help_text} (default: {item.default})", **meta)
     return cli
 

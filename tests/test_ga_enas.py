@@ -90,10 +90,11 @@ def _policy(hidden=(16,)):
         return make_policy("mlp", Box(-1, 1, (4,)), Discrete(2), hidden=hidden)
 
 
-def test_edge_masks_keep_exactly_k_edges_per_layer_and_every_bias() -> None:
+@pytest.mark.parametrize("fraction, keep", [(0.25, [16, 8]), ((1.0, 0.125), [64, 4])])
+def test_edge_masks_keep_exactly_k_edges_per_layer_and_every_bias(fraction, keep) -> None:
     policy = _policy()
-    space = EdgeSpace(policy, 0.25)
-    assert space.keep == [16, 8] and space.edges_used == 24 and space.total_edges == 96
+    space = EdgeSpace(policy, fraction)
+    assert space.keep == keep and space.edges_used == sum(keep) and space.total_edges == 96
     logits = torch.randn(space.num_logits, generator=torch.Generator().manual_seed(0))
     topologies = space.controller(logits, 0).sample(50)
     weights = torch.randn(50, space.dim).abs() + 0.1
@@ -103,6 +104,15 @@ def test_edge_masks_keep_exactly_k_edges_per_layer_and_every_bias() -> None:
         kept = thetas[:, layer.weight] != 0
         assert torch.equal(thetas[:, layer.weight][kept], weights[:, layer.weight][kept])
         assert torch.equal(thetas[:, layer.bias], weights[:, layer.bias])
+
+
+@pytest.mark.parametrize(
+    "fraction, message",
+    [((0.5, 0.5, 0.5), "one per layer \\(2\\), got 3"), ((1.0, 0.0), "must be in \\(0, 1\\]")],
+)
+def test_bad_edge_fractions_are_rejected(fraction, message) -> None:
+    with pytest.raises(ValueError, match=message):
+        EdgeSpace(_policy(), fraction)
 
 
 def test_partition_space_shares_one_weight_per_partition() -> None:
