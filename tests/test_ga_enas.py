@@ -108,7 +108,7 @@ def test_edge_masks_keep_exactly_k_edges_per_layer_and_every_bias(fraction, keep
 
 @pytest.mark.parametrize(
     "fraction, message",
-    [((0.5, 0.5, 0.5), "one per layer \\(2\\), got 3"), ((1.0, 0.0), "must be in \\(0, 1\\]")],
+    [((0.5, 0.5, 0.5), r"one per layer \(2\), got 3"), ((1.0, 0.0), r"must be in \(0, 1\]")],
 )
 def test_bad_edge_fractions_are_rejected(fraction, message) -> None:
     with pytest.raises(ValueError, match=message):
