@@ -160,6 +160,16 @@ class _EnvList:
         return np.stack([self.descriptor(self.active_envs[j]) for j in indices])
 
 
+def _starts(single: gym.Env, seeds: np.ndarray) -> np.ndarray:
+    """The start states (n, k) that ``single.reset(seed=s)`` draws, one row per seed; each
+    distinct seed is reset once."""
+    drawn = {}
+    for s in np.unique(seeds):
+        single.reset(seed=int(s))
+        drawn[s] = np.array(single.state, dtype=np.float64)
+    return np.stack([drawn[s] for s in seeds])
+
+
 class _CartPoleVector:
     """Gymnasium's native CartPole vector environment, with one seed per sub-environment.
 
@@ -185,11 +195,7 @@ class _CartPoleVector:
             )
         unwrapped = self.vector.unwrapped
         unwrapped.reset(seed=0)
-        starts = {}
-        for s in np.unique(seeds):
-            self.single.reset(seed=int(s))
-            starts[s] = np.array(self.single.state, dtype=np.float64)
-        unwrapped.state = np.stack([starts[s] for s in seeds], axis=1)
+        unwrapped.state = _starts(self.single, seeds).T
         return unwrapped.state.T.astype(np.float32)
 
     def step(self, actions: np.ndarray, running: np.ndarray, observations: np.ndarray):
@@ -233,11 +239,7 @@ class _PendulumVector:
         self.observation_space, self.action_space = env.observation_space, env.action_space
 
     def reset(self, seeds: np.ndarray) -> np.ndarray:
-        starts = {}
-        for s in np.unique(seeds):
-            self.single.reset(seed=int(s))
-            starts[s] = np.array(self.single.state, dtype=np.float64)
-        self.state = np.stack([starts[s] for s in seeds])
+        self.state = _starts(self.single, seeds)
         self.steps = 0
         return self._observe()
 
