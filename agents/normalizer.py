@@ -15,13 +15,14 @@ from torch import Tensor, nn
 class ObservationNormalizer(nn.Module):
     """``((obs - mean) / std).clamp(-clip, clip)``; identity-like (mean 0, std 1) until updated.
 
-    ``std`` is the population standard deviation of everything merged, floored at ``eps``.
+    ``std`` is the population standard deviation of everything merged, its variance floored at
+    ``min_variance``. The floor 1e-2 (std >= 0.1) is OpenAI-ES's: an almost constant input
+    stays near zero instead of having its noise blown up to the scale of real features.
     """
 
-    def __init__(self, dim: int, clip: float = 5.0, eps: float = 1e-8) -> None:
+    def __init__(self, dim: int, clip: float = 5.0, min_variance: float = 1e-2) -> None:
         super().__init__()
-        self.clip = clip
-        self.eps = eps
+        self.dim, self.clip, self.min_variance = dim, clip, min_variance
         self.register_buffer("count", torch.zeros((), dtype=torch.float64))
         self.register_buffer("total", torch.zeros(dim, dtype=torch.float64))
         self.register_buffer("total_sq", torch.zeros(dim, dtype=torch.float64))
@@ -50,6 +51,6 @@ class ObservationNormalizer(nn.Module):
         self.total_sq += torch.as_tensor(total_sq, dtype=torch.float64, device=self.total.device)
         if self.count > 0:
             mean = self.total / self.count
-            var = (self.total_sq / self.count - mean.square()).clamp(min=0.0)
+            var = (self.total_sq / self.count - mean.square()).clamp(min=self.min_variance)
             self.mean.copy_(mean)
-            self.std.copy_(var.sqrt().clamp(min=self.eps))
+            self.std.copy_(var.sqrt())

@@ -63,8 +63,14 @@ def gru_cell(cell: nn.GRUCell, x: Tensor, h: Tensor) -> Tensor:
 
 
 class Policy(nn.Module):
-    """Base policy: ``forward`` gives head inputs and the new recurrent state, ``act`` actions."""
+    """Base policy: ``forward`` gives head inputs and the new recurrent state, ``act`` actions.
 
+    A policy listed in ``POLICIES`` under its ``kind`` is rebuilt from
+    ``POLICIES[kind](observation_space, action_space, **policy.options())``: its checkpoints
+    store that description and the parameters as data.
+    """
+
+    kind: str = ""
     recurrent: bool = False
     head: ActionHead
 
@@ -73,7 +79,12 @@ class Policy(nn.Module):
         self.observation_space = observation_space
         self.action_space = action_space
         self.obs_dim = observation_dim(observation_space)
+        self.box = box
         self.head = make_head(action_space, box)
+
+    def options(self) -> dict:
+        """The keyword arguments that, with the two spaces, rebuild this architecture."""
+        return {"box": self.box}
 
     def forward(self, obs: Tensor, state: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
         """``obs (B, obs_dim)`` -> ``(head input (B, head.out_features), new state)``."""
@@ -92,6 +103,8 @@ class Policy(nn.Module):
 class MLPPolicy(Policy):
     """Fully connected network; ``activation`` between layers, none after the last."""
 
+    kind = "mlp"
+
     def __init__(
         self,
         observation_space: Space,
@@ -106,12 +119,16 @@ class MLPPolicy(Policy):
             )
         super().__init__(observation_space, action_space, box)
         self.activation = activation
+        self.hidden = [int(size) for size in hidden]
         sizes = [self.obs_dim, *hidden, self.head.out_features]
         pairs = zip(sizes[:-1], sizes[1:], strict=True)
         self.layers = nn.ModuleList(nn.Linear(n_in, n_out) for n_in, n_out in pairs)
         for layer in self.layers[:-1]:
             normc_(layer, 1.0)
         normc_(self.layers[-1], OUTPUT_SCALE)
+
+    def options(self) -> dict:
+        return super().options() | {"hidden": self.hidden, "activation": self.activation}
 
     def forward(self, obs: Tensor, state: Tensor | None = None) -> tuple[Tensor, None]:
         act = ACTIVATIONS[self.activation]
@@ -124,8 +141,13 @@ class MLPPolicy(Policy):
 class LinearPolicy(MLPPolicy):
     """A single linear layer from observations to head inputs."""
 
+    kind = "linear"
+
     def __init__(self, observation_space: Space, action_space: Space, box: str = "tanh") -> None:
         super().__init__(observation_space, action_space, hidden=(), box=box)
+
+    def options(self) -> dict:
+        return {"box": self.box}
 
 
 class GRUPolicy(Policy):
@@ -136,6 +158,7 @@ class GRUPolicy(Policy):
     ``sigmoid`` is not batch-invariant (see ``neuroes.agents.activations``).
     """
 
+    kind = "gru"
     recurrent = True
 
     def __init__(
@@ -151,6 +174,9 @@ class GRUPolicy(Policy):
         self.out = nn.Linear(hidden_size, self.head.out_features)
         normc_(self.out, OUTPUT_SCALE)
 
+    def options(self) -> dict:
+        return super().options() | {"hidden_size": self.hidden_size}
+
     def forward(self, obs: Tensor, state: Tensor | None = None) -> tuple[Tensor, Tensor]:
         if state is None:
             state = obs.new_zeros(*obs.shape[:-1], self.hidden_size)
@@ -162,7 +188,7 @@ class GRUPolicy(Policy):
         return self.cell.weight_hh.new_zeros(batch, self.hidden_size)
 
 
-POLICIES: dict[str, type[Policy]] = {"linear": LinearPolicy, "mlp": MLPPolicy, "gru": GRUPolicy}
+POLICIES: dict[str, type[Policy]] = {cls.kind: cls for cls in (LinearPolicy, MLPPolicy, GRUPolicy)}
 
 
 def make_policy(kind: str, observation_space: Space, action_space: Space, **kwargs) -> Policy:

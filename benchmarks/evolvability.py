@@ -46,7 +46,7 @@ def coverage(positions: np.ndarray, radius: float, sectors: int = 8) -> float:
 
 def final_positions(run_dir: Path, samples: int, max_steps: int | None) -> np.ndarray:
     """Final positions of ``samples`` fresh members of the run's last search distribution."""
-    saved = checkpoint.read(run_dir / "checkpoint.pkl")
+    saved = checkpoint.read(run_dir / "checkpoint.pt")
     state = saved["algorithm"]
     p = Normal(state["mu"], float(state["log_sigma"].exp()), generator=12345)
     evaluator = Evaluator(saved["env_id"], saved["policy"], normalizer=saved["normalizer"])

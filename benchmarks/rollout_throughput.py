@@ -139,7 +139,7 @@ def main(argv: list[str] | None = None) -> None:
             logdir="runs/benchmark-throughput",
         )
     )
-    trained_policy = __import__("neuroes").load(solved.run_dir / "checkpoint.pkl").policy
+    trained_policy = __import__("neuroes").load(solved.run_dir / "checkpoint.pt").policy
     trained = get_flat(trained_policy)
     cases = [
         ("CartPole-v1", 100, *cartpole_case(100, steps, repeats, trained, trained_policy)),

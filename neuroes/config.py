@@ -35,15 +35,24 @@ class Config:
     generations: int | None = _help("number of generations to run")
     time_limit: float | None = _help("stop after this many seconds of training (wall clock)")
     episodes: int | None = _help("episodes per member and generation (their returns are averaged)")
-    max_steps: int | None = _help("cut every episode after this many steps (default: env limit)")
+    max_steps: int | None = _help("cut every episode after this many steps (none: the env's limit)")
     seed: int = _help("seed of the run: noise, episodes and policy initialization", 0)
     logdir: str | None = _help("run folder (default runs/<env>-<algo>-<time>)")
     resume: str | None = _help("continue the run saved in this checkpoint")
+    trust: bool = _help(
+        "with --resume: also read a checkpoint that holds code (a user-defined policy, or the "
+        "pickle format of neuroes 0.1); only for files from a source you trust",
+        False,
+    )
     policy: str | None = _help("policy network: linear, mlp or gru", choices=POLICY_KINDS)
     hidden: tuple[int, ...] | None = _help("hidden layer sizes of the mlp policy", nargs="+")
     learn_sigma: bool = _help("learn sigma (log-parametrized) along with the mean", False)
     sigma_lr: float = _help("learning rate of log-sigma when it is learned", 0.01)
-    weight_decay: float = _help("L2 coefficient on the mean (gradient term -c * mu)", 0.0)
+    weight_decay: float = _help(
+        "L2 coefficient on the mean, as OpenAI-ES's l2coeff: the mean's gradient is "
+        "(mean(ranks * eps) - c * mu) / sigma",
+        0.0,
+    )
     fitness_weight: float = _help(
         "weight of expected fitness added to an evolvability objective", 0.0
     )
@@ -69,7 +78,7 @@ class Config:
     target_return: float | None = _help(
         "stop once the mean policy reaches this return (default: the env's reward_threshold)"
     )
-    checkpoint_every: int = _help("write checkpoint.pkl every this many generations", 10)
+    checkpoint_every: int = _help("write checkpoint.pt every this many generations", 10)
     scatter_every: int = _help("plot the population's final positions every this many gens", 10)
     device: str = _help("device of the policy forward: cpu or cuda", "cpu")
     workers: int = _help(

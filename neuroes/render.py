@@ -1,7 +1,7 @@
 """Play a saved policy: in a window, or into a video file.
 
-python -m neuroes.render runs/CartPole-v1-nes-.../best.pkl --episodes 3
-python -m neuroes.render best.pkl --video cartpole.mp4     # or .gif; works headless
+python -m neuroes.render runs/CartPole-v1-nes-.../best.pt --episodes 3
+python -m neuroes.render best.pt --video cartpole.mp4     # or .gif; works headless
 """
 
 from __future__ import annotations
@@ -76,17 +76,21 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m neuroes.render", description=__doc__.splitlines()[0]
     )
     cli.error = lambda message: cli.exit(2, f"{cli.prog}: error: {message}\n")
-    cli.add_argument(
-        "checkpoint", help="a checkpoint written by training (best.pkl, checkpoint.pkl)"
-    )
+    cli.add_argument("checkpoint", help="a checkpoint written by training (best.pt, checkpoint.pt)")
     cli.add_argument("--episodes", type=int, default=1, help="episodes to play (default: 1)")
     cli.add_argument("--seed", type=int, default=0, help="seed of the first episode (default: 0)")
     cli.add_argument("--video", help="write the frames to this .mp4 or .gif instead of a window")
+    cli.add_argument(
+        "--trust",
+        action="store_true",
+        help="also load a checkpoint that holds code (a user-defined policy, or the pickle "
+        "format of neuroes 0.1); only for files from a source you trust",
+    )
     args = cli.parse_args(argv)
     try:
         if args.episodes < 1:
             raise ValueError(f"episodes must be positive, got {args.episodes}")
-        agent = load(args.checkpoint)
+        agent = load(args.checkpoint, trust=args.trust)
         returns, frames = play(agent, args.episodes, args.seed, args.video, not args.video)
     except (ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)

@@ -3,8 +3,9 @@
 ``SHAPINGS`` maps the names used in configs and on the command line to the functions.
 
 Weight decay convention: ``weight_decay(mu, c)`` returns ``-0.5 * c * ||mu||^2``. Adding it to
-the maximized objective adds ``-c * mu`` to the gradient of ``mu``, independent of sigma and of
-the shaped fitness scale, as in Salimans et al. (2017). It is applied to the mean only.
+the maximized objective adds ``-c * mu`` to the gradient of ``mu``. The Gaussian algorithms pass
+``c / sigma``, so that their coefficient is OpenAI-ES's ``l2coeff`` (see
+:mod:`neuroes.algorithms.base`).
 """
 
 from __future__ import annotations

@@ -2,10 +2,10 @@
 
     python -m neuroes.train CartPole-v1
     python -m neuroes.train HalfCheetah-v5 --algo maxent --generations 200
-    python -m neuroes.train CartPole-v1 --resume runs/CartPole-v1-nes-.../checkpoint.pkl
+    python -m neuroes.train CartPole-v1 --resume runs/CartPole-v1-nes-.../checkpoint.pt
 
-Each run writes a folder with ``config.json``, TensorBoard event files, ``checkpoint.pkl``
-(the latest state, to resume from) and ``best.pkl`` (the best evaluated mean policy).
+Each run writes a folder with ``config.json``, TensorBoard event files, ``checkpoint.pt``
+(the latest state, to resume from) and ``best.pt`` (the best evaluated mean policy).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from neuroes.config import Config
+from neuroes.presets import GENERIC
 from neuroes.rollout import RolloutError
 from neuroes.shards import WorkerError
 from neuroes.trainer import Run
@@ -41,7 +42,7 @@ class Summary:
 def train(config: Config, resume_overrides: dict | None = None) -> Summary:
     """Run (or, with ``config.resume``, continue) the generation loop of ``config``."""
     if config.resume:
-        run = Run.resume(config.resume, resume_overrides or {}, config.logdir)
+        run = Run.resume(config.resume, resume_overrides or {}, config.logdir, config.trust)
     else:
         config = config.resolved()
         stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -65,7 +66,7 @@ def _loop(run: Run) -> Summary:
         scalars = {}
         if run.eval_return > run.best_return:  # saved as evaluated, before this generation's step
             run.best_return = run.eval_return
-            run.save("best.pkl")
+            run.save("best.pt")
         if run.eval_return >= run.target:  # confirmed on many fresh episodes before stopping
             scalars["eval/confirmed_return"] = run.confirm(population)
             solved = scalars["eval/confirmed_return"] >= run.target
@@ -94,8 +95,8 @@ def _loop(run: Run) -> Summary:
                 run.monitor.scatter(run.generation, rollouts.behaviors, returns)
         run.monitor.log(run.generation, scalars)
         if run.generation % config.checkpoint_every == 0:
-            run.save("checkpoint.pkl")
-    run.save("checkpoint.pkl")
+            run.save("checkpoint.pt")
+    run.save("checkpoint.pt")
     return Summary(
         run.run_dir,
         run.generation,
@@ -141,8 +142,14 @@ def parser() -> argparse.ArgumentParser:
             cli.add_argument(flag, action=argparse.BooleanOptionalAction, help=help_text)
             continue
         kind = _scalar_type(str(item.type).removeprefix("tuple["))
-        cli.add_argument(flag, type=kind, help=f"{help_text} (default: {item.default})", **meta)
+        cli.add_argument(flag, type=kind, help=help_text + _default_text(item), **meta)
     return cli
+
+
+def _default_text(item: dataclasses.Field) -> str:
+    if item.name in GENERIC:
+        return " (default: the environment's preset, see neuroes/presets.py)"
+    return "" if item.default is None else f" (default: {item.default})"
 
 
 def _scalar_type(annotation: str) -> type:
@@ -159,9 +166,9 @@ def main(argv: list[str] | None = None) -> int:
         return int(exit.code or 0)
     try:
         if "resume" in args:
-            logdir = args.pop("logdir", None)
+            logdir, trust = args.pop("logdir", None), args.pop("trust", False)
             overrides = {k: v for k, v in args.items() if k not in ("env_id", "resume")}
-            config = Config(env_id=args["env_id"], resume=args["resume"], logdir=logdir)
+            config = Config(args["env_id"], resume=args["resume"], logdir=logdir, trust=trust)
             summary = train(config, overrides)
         else:
             summary = train(Config(**args))

@@ -78,9 +78,12 @@ class Run:
         )
 
     @classmethod
-    def resume(cls, path: str, overrides: dict, logdir: str | None) -> Run:
-        """Continue the run saved in checkpoint ``path``; ``overrides`` replace config fields."""
-        payload = checkpoint.read(path)
+    def resume(cls, path: str, overrides: dict, logdir: str | None, trust: bool = False) -> Run:
+        """Continue the run saved in checkpoint ``path``; ``overrides`` replace config fields.
+
+        ``trust`` also reads checkpoints that hold code (see :func:`neuroes.checkpoint.read`).
+        """
+        payload = checkpoint.read(path, trust)
         config = dataclasses.replace(Config(**payload["config"]), **overrides)
         return cls(config, Path(logdir) if logdir else Path(path).parent, payload)
 

@@ -406,18 +406,29 @@ def test_normalizer_is_identity_until_updated_and_frozen_between_updates():
     torch.testing.assert_close(norm.std, torch.as_tensor(everything.std(0), dtype=torch.float32))
 
 
+def test_normalizer_floors_the_variance_as_openai_es_does():
+    """An almost constant input (std 1e-4) 3e-4 from its mean stays near zero (OpenAI-ES:
+    variance >= 1e-2), instead of becoming 3 as with a floor on the std alone."""
+    rng = np.random.default_rng(1)
+    quiet = 5.0 + 1e-4 * rng.standard_normal((10_000, 1))
+    norm = ObservationNormalizer(1)
+    norm.update(*ObservationNormalizer.statistics(quiet))
+    value = float(norm(torch.tensor([[float(quiet.mean()) + 3e-4]])))
+    assert value == pytest.approx(3e-3, rel=1e-2)
+
+
 def test_normalizer_statistics_clip_floor_and_state():
     count, total, total_sq = ObservationNormalizer.statistics(np.array([[1.0, 2.0], [3.0, 2.0]]))
     assert count == 2.0 and total.dtype == np.float64
     assert total.tolist() == [4.0, 4.0] and total_sq.tolist() == [10.0, 8.0]
-    norm = ObservationNormalizer(2, clip=1.5, eps=1e-3)
+    norm = ObservationNormalizer(2, clip=1.5)
     norm.update(count, total, total_sq)
-    assert norm.std.tolist() == [1.0, pytest.approx(1e-3)]  # constant dim: floored std
+    assert norm.std.tolist() == [1.0, pytest.approx(0.1)]  # constant dim: variance floored at 1e-2
     assert norm(torch.tensor([[10.0, 2.0]])).tolist() == [[1.5, 0.0]]
 
     keys = set(norm.state_dict())
     assert keys == {"count", "total", "total_sq", "mean", "std"}
-    restored = ObservationNormalizer(2, clip=1.5, eps=1e-3)
+    restored = ObservationNormalizer(2, clip=1.5)
     restored.load_state_dict(norm.state_dict())
     copied = pickle.loads(pickle.dumps(norm))
     obs = torch.randn(4, 2)

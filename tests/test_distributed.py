@@ -110,7 +110,7 @@ def test_training_with_two_workers_gives_the_same_run(tmp_path, request) -> None
             generations=6, target_return=150.0, confirm_episodes=12, **backend,
         )  # fmt: skip
         summary = train.train(config)
-        return summary, checkpoint.read(summary.run_dir / "checkpoint.pkl")
+        return summary, checkpoint.read(summary.run_dir / "checkpoint.pt")
 
     one, saved = run("one")
     assert (one.generations, one.solved) == (4, True)  # three steps, then a confirmation
@@ -245,7 +245,7 @@ def test_cli_stops_on_an_error_in_a_worker_with_one_line_and_the_checkpoint_inta
         "error: member 8, episode 0: environment raised RuntimeError: simulator exploded at "
         "step 1; training stopped, the last checkpoint is intact"
     ]
-    assert checkpoint.read(tmp_path / "run" / "checkpoint.pkl")["generation"] == 2
+    assert checkpoint.read(tmp_path / "run" / "checkpoint.pt")["generation"] == 2
 
 
 def test_ray_missing_is_one_line_naming_the_extra(monkeypatch, capsys, tmp_path) -> None:

@@ -61,15 +61,22 @@ def test_member_of_a_batch_equals_its_single_member_rollout(env_id, kind, max_st
         np.testing.assert_array_equal(single.behaviors[0], batch.behaviors[i])
 
 
+# Numpy re-implementations of an environment (Gymnasium's CartPole vector, our Pendulum) call
+# numpy's array sin/cos, which on some CPUs (AVX-512) take SIMD kernels that differ in the last
+# bit from the scalar libm calls of the single environment; they agree to RELATIVE_TOLERANCE.
+# A list of environments runs the single environment's own scalar code: bitwise.
+RELATIVE_TOLERANCE = 1e-9
+
+
 @pytest.mark.parametrize(
-    "env_id, max_steps",
+    "env_id, max_steps, rtol",
     [
-        ("CartPole-v1", None),  # Gymnasium's native vector environment
-        ("Pendulum-v1", None),  # the evaluator's own numpy Pendulum
-        ("HalfCheetah-v5", 60),  # a list of environments
+        ("CartPole-v1", None, RELATIVE_TOLERANCE),  # Gymnasium's native vector environment
+        ("Pendulum-v1", None, RELATIVE_TOLERANCE),  # the evaluator's own numpy Pendulum
+        ("HalfCheetah-v5", 60, 0.0),  # a list of environments: bitwise
     ],
 )
-def test_evaluator_matches_a_plain_sequential_loop(env_id, max_steps) -> None:
+def test_evaluator_matches_a_plain_sequential_loop(env_id, max_steps, rtol) -> None:
     """Returns, lengths and the true final position read from the environment itself.
 
     Actions come from the same forward path (a one-member ``BatchedForward``): a plain module
@@ -100,9 +107,9 @@ def test_evaluator_matches_a_plain_sequential_loop(env_id, max_steps) -> None:
             returns.append(total)
             lengths.append(steps)
         assert result.lengths[i] == np.mean(lengths)
-        assert result.returns[i] == np.mean(returns)
+        np.testing.assert_allclose(result.returns[i], np.mean(returns), rtol=rtol, atol=0)
         if positions:
-            assert result.behaviors[i, 0] == np.mean(positions)
+            np.testing.assert_allclose(result.behaviors[i, 0], np.mean(positions), rtol=rtol)
     assert result.env_steps == 2 * result.lengths.sum()
 
 

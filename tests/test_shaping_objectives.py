@@ -6,11 +6,14 @@ import math
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from neuroes import Normal
+from neuroes.algorithms import NES
 from neuroes.objectives import fitness, maxent, maxvar, mix
+from neuroes.rollout import Rollouts
 from neuroes.shaping import centered_ranks, weight_decay, zscore
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
@@ -89,3 +92,20 @@ def test_objectives_reject_mismatched_rows() -> None:
 def test_evograd_demos_reach_their_goals() -> None:
     assert evograd_demos.main([]) == 0
     assert math.isclose(evograd_demos.PEAK, 7.853981, rel_tol=1e-5)
+
+
+def test_nes_weight_decay_is_openai_es_l2coeff() -> None:
+    """One SGD step of lr 1: mu moves by ``(mean(ranks * eps) - c * mu) / sigma``, the direction
+    of Salimans et al.'s update ``g - l2coeff * theta`` (g without 1/sigma) over sigma."""
+    sigma, c = 0.02, 0.005
+    mu = torch.linspace(-1.0, 1.0, 5)
+    nes = NES(mu, sigma, 8, lr=1.0, weight_decay=c, optimizer="sgd", seed=3)
+    population = nes.ask()
+    returns = torch.arange(8.0).flip(0) ** 2
+    n = len(returns)
+    rollouts = Rollouts(returns.numpy(), np.ones(n), np.zeros((n, 0)), np.ones(n, dtype=np.int64),
+                        np.zeros((n, 1)), np.zeros((n, 1)))  # fmt: skip
+    nes.tell(population, rollouts)
+    eps = (population.thetas - mu) / sigma
+    g = (centered_ranks(returns).unsqueeze(1) * eps).mean(0)
+    torch.testing.assert_close(nes.mean - mu, (g - c * mu) / sigma, rtol=1e-5, atol=1e-5)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import torch
 from torch import Tensor
 
 from neuroes.agents import Policy, get_flat
@@ -28,6 +29,14 @@ def make_algorithm(
     """
     mu = get_flat(policy)
     if config.algo == "ga":
+
+        def initialize(seed: int) -> Tensor:
+            spaces = policy.observation_space, policy.action_space
+            with torch.random.fork_rng():
+                torch.manual_seed(seed)
+                fresh = type(policy)(*spaces, **policy.options())
+            return get_flat(fresh)
+
         replay = None
         if evaluate is not None:
 
@@ -35,7 +44,7 @@ def make_algorithm(
                 return evaluate(thetas, episodes, config.max_steps, seed)
 
         return GeneticAlgorithm(
-            mu,
+            initialize,
             config.sigma,
             config.popsize,
             parents=config.parents,

@@ -6,8 +6,11 @@ population, ``tell`` scores it and steps the optimizer. Algorithms differ only i
 
 Gradient convention: the objective is differentiated by :func:`neuroes.expectation`, so the
 search gradient of the mean is ``mean(shaped_fitness * eps) / sigma`` (1/sigma included).
-Weight decay adds ``-weight_decay * mu`` to it (see :mod:`neuroes.shaping`). The optimizer
-minimizes ``-objective``, so ``lr`` is the usual ``torch.optim`` learning rate.
+Weight decay ``c`` is OpenAI-ES's ``l2coeff`` (Salimans et al., 2017): their step direction is
+``mean(shaped_fitness * eps) - c * mu``, without 1/sigma, so here the whole direction is divided
+by sigma and the gradient becomes ``(mean(shaped_fitness * eps) - c * mu) / sigma``; a
+coefficient copied from their configs means the same here. The optimizer minimizes
+``-objective``, so ``lr`` is the usual ``torch.optim`` learning rate.
 """
 
 from __future__ import annotations
@@ -78,7 +81,7 @@ class GaussianES:
         lr: learning rate of the mean.
         mirrored: antithetic sampling.
         learn_sigma: learn log-sigma too, with learning rate ``sigma_lr``.
-        weight_decay: L2 coefficient on the mean.
+        weight_decay: L2 coefficient on the mean, OpenAI-ES's ``l2coeff`` (module docstring).
         optimizer: a name in ``OPTIMIZERS``.
         seed: seeds the generator of the noise seeds.
     """
@@ -148,7 +151,7 @@ class GaussianES:
         p = self.distribution()
         gain = self.objective(rollouts, self.draws(population), p)
         if self.weight_decay:
-            gain = gain + shaping.weight_decay(self.mu, self.weight_decay)
+            gain = gain + shaping.weight_decay(self.mu, self.weight_decay / self.sigma)
         self.optimizer.zero_grad()
         (-gain).backward()
         grad_norm = float(self.mu.grad.norm())

@@ -1,15 +1,18 @@
 """The genetic algorithm of Such et al. (2017), "Deep Neuroevolution".
 
-A population of parameter vectors, not a distribution. Each generation ranks the members by
-their training return; the best ``parents`` are the truncation-selected parents. Every child is
+A population of parameter vectors, not a distribution. The first generation is ``popsize``
+independent initializations of the policy, as in the paper. Each generation ranks the members
+by their training return; the best ``parents`` are the truncation-selected parents. Every child is
 a parent chosen uniformly at random plus Gaussian noise of scale ``sigma`` (the mutation
 power); with probability ``crossover`` it is first a uniform crossover of two parents. The
 elite passes to the next generation unmutated, as member 0, and is :attr:`mean`, the policy the
-trainer evaluates and saves.
+trainer evaluates and saves (member 0 of the first generation before any selection).
 
-Elite selection follows Such et al.: the ``elite_candidates`` best members by training return
-(the previous elite always among them) each play ``elite_episodes`` extra episodes, and the
-best mean over those becomes the elite. These episodes are played inside :meth:`tell` by an
+Elite selection follows Such et al.: the candidates are the ``elite_candidates`` best members
+by training return, or, once there is an elite, the previous elite and the
+``elite_candidates - 1`` best other members (so the elite is always re-evaluated; hence at
+least 2 candidates); each plays ``elite_episodes`` extra episodes, and the best mean over those
+becomes the elite. These episodes are played inside :meth:`tell` by an
 ``evaluate`` callable given at construction (the trainer passes its evaluator's ``evaluate``).
 The alternative, asking for the candidates as extra rows of the next population, would need
 rows with their own episode seeds and counts, a second kind of generation in the trainer's
@@ -19,11 +22,11 @@ episodes start from seeds drawn from the algorithm's generator, so a resumed run
 their steps are reported as ``ga/elite_env_steps`` (``time/env_steps`` counts the population's).
 Without a callable, or with ``elite_episodes=0``, the candidates are ranked by training return.
 
-Genomes. A member is stored as its genome, a tuple of noise seeds read from a
-:class:`neuroes.distributions.NoiseTable`: the first drew it into the initial population
-(``init + sigma * noise(seed)``), each later one is a mutation (``+ sigma * noise(seed)``). A
-worker holding ``init`` and the table rebuilds any member (:func:`rebuild`), and the state is
-``init`` plus a few integers per member and generation. A crossover child's genome starts with
+Genomes. A member is stored as its genome, a tuple of seeds: the first seeded its
+initialization (``initialize(seed)``), each later one is a mutation (``+ sigma * noise(seed)``,
+read from a :class:`neuroes.distributions.NoiseTable`). Anyone holding ``initialize`` and the
+table rebuilds any member (:func:`rebuild`), and the state is a few integers per member and
+generation. A crossover child's genome starts with
 ``(mask_seed, genome_a, genome_b)`` instead of a seed: parameter i comes from parent a where
 ``noise(mask_seed)[i] > 0``, else from parent b, so crossover lineages nest. The learner never
 rebuilds from scratch: it caches the current population's vectors and builds each child from its
@@ -48,6 +51,8 @@ from neuroes.rollout import Rollouts
 Genome = tuple
 Evaluate = Callable[[Tensor, int, int], Rollouts]
 """``evaluate(thetas, episodes, seed)``: rollouts of ``thetas`` over ``episodes`` episodes."""
+Initialize = Callable[[int], Tensor]
+"""``initialize(seed)``: a freshly initialized parameter vector (d,), the same for the same seed."""
 
 
 def mutate(thetas: Tensor, seeds: Tensor, sigma: float, table: NoiseTable) -> Tensor:
@@ -61,7 +66,11 @@ def cross(a: Tensor, b: Tensor, mask_seeds: Tensor, table: NoiseTable) -> Tensor
 
 
 def rebuild(
-    genome: Genome, init: Tensor, sigma: float, table: NoiseTable, memo: dict | None = None
+    genome: Genome,
+    initialize: Initialize,
+    sigma: float,
+    table: NoiseTable,
+    memo: dict | None = None,
 ) -> Tensor:
     """The vector (d,) of ``genome``; ``memo`` shares work between genomes with common parts."""
     memo = {} if memo is None else memo
@@ -69,10 +78,10 @@ def rebuild(
         origin, *mutations = genome
         if isinstance(origin, tuple):
             mask_seed, a, b = origin
-            parents = [rebuild(g, init, sigma, table, memo).unsqueeze(0) for g in (a, b)]
+            parents = [rebuild(g, initialize, sigma, table, memo).unsqueeze(0) for g in (a, b)]
             theta = cross(*parents, torch.tensor([mask_seed]), table)
         else:
-            theta = mutate(init.unsqueeze(0), torch.tensor([origin]), sigma, table)
+            theta = initialize(origin).float().unsqueeze(0)
         for seed in mutations:
             theta = mutate(theta, torch.tensor([seed]), sigma, table)
         memo[id(genome)] = theta[0]
@@ -83,11 +92,11 @@ class GeneticAlgorithm:
     """Truncation selection, re-evaluated elitism and Gaussian mutation over seed genomes.
 
     Args:
-        theta: the initial parameter vector; the initial population is its mutations.
+        initialize: ``initialize(seed)`` draws one independent initialization of the policy.
         sigma: mutation power (standard deviation of the added noise).
         popsize: members per generation, the elite included.
         parents: truncation size T, the number of best members that breed.
-        elite_candidates: members re-evaluated to choose the elite.
+        elite_candidates: members re-evaluated to choose the elite, the previous one included.
         elite_episodes: extra episodes of each candidate.
         crossover: probability that a child is a uniform crossover of two parents.
         evaluate: plays the candidates' extra episodes (see the module docstring).
@@ -96,7 +105,7 @@ class GeneticAlgorithm:
 
     def __init__(
         self,
-        theta: Tensor,
+        initialize: Initialize,
         sigma: float,
         popsize: int,
         parents: int = 10,
@@ -110,28 +119,30 @@ class GeneticAlgorithm:
             raise ValueError(f"sigma must be positive, got {sigma}")
         if popsize < 2:
             raise ValueError(f"the genetic algorithm needs popsize >= 2, got {popsize}")
-        for name, value in (("parents", parents), ("elite_candidates", elite_candidates)):
-            if not 1 <= value <= popsize:
-                raise ValueError(f"{name} must be between 1 and popsize ({popsize}), got {value}")
+        bounds = (("parents", parents, 1), ("elite_candidates", elite_candidates, 2))
+        for name, value, least in bounds:
+            if not least <= value <= popsize:
+                raise ValueError(
+                    f"{name} must be between {least} and popsize ({popsize}), got {value}"
+                )
         if elite_episodes < 0:
             raise ValueError(f"elite_episodes must not be negative, got {elite_episodes}")
         if not 0 <= crossover <= 1:
             raise ValueError(f"crossover must be a probability, got {crossover}")
-        self.init = theta.detach().clone().float()
+        self.initialize = initialize
         self.sigma, self.popsize, self.parents = sigma, popsize, parents
         self.elite_candidates, self.elite_episodes = elite_candidates, elite_episodes
         self.crossover, self.evaluate = crossover, evaluate
         self.generator = torch.Generator().manual_seed(seed)
-        self.table = NoiseTable.for_dim(self.init.numel())
-        seeds = self._seeds(popsize)
-        self.genomes: list[Genome] = [(s,) for s in seeds.tolist()]
-        self.vectors = mutate(self.init.expand(popsize, -1), seeds, sigma, self.table)
+        self.genomes: list[Genome] = [(s,) for s in self._seeds(popsize).tolist()]
+        self.vectors = torch.stack([initialize(seed).float() for (seed,) in self.genomes])
+        self.table = NoiseTable.for_dim(self.vectors.shape[1])
         self.has_elite = False
 
     @property
     def mean(self) -> Tensor:
-        """The elite (the initial vector before the first selection)."""
-        return self.vectors[0] if self.has_elite else self.init
+        """The elite (member 0 of the first generation before the first selection)."""
+        return self.vectors[0]
 
     def _seeds(self, n: int) -> Tensor:
         return torch.randint(0, 2**62, (n,), generator=self.generator)
@@ -146,9 +157,10 @@ class GeneticAlgorithm:
         """Select the elite and the parents, and breed the next population."""
         returns = torch.as_tensor(rollouts.returns, dtype=torch.float64)
         ranked = returns.argsort(descending=True, stable=True).tolist()
-        candidates = ranked[: self.elite_candidates]
-        if self.has_elite and 0 not in candidates and len(candidates) > 1:
-            candidates[-1] = 0
+        if self.has_elite:  # the previous elite is member 0
+            candidates = [0, *(i for i in ranked if i != 0)][: self.elite_candidates]
+        else:
+            candidates = ranked[: self.elite_candidates]
         scores, elite_steps = returns[candidates].numpy(), 0
         if self.evaluate is not None and self.elite_episodes:
             seed = int(torch.randint(0, 2**31, (1,), generator=self.generator))
@@ -187,17 +199,15 @@ class GeneticAlgorithm:
 
     def state_dict(self) -> dict:
         return {
-            "init": self.init.clone(),
             "genomes": list(self.genomes),
             "has_elite": self.has_elite,
             "generator": self.generator.get_state(),
         }
 
     def load_state_dict(self, state: dict) -> None:
-        self.init = state["init"].clone()
         self.genomes, self.has_elite = list(state["genomes"]), state["has_elite"]
         self.generator.set_state(state["generator"])
         memo: dict = {}
         self.vectors = torch.stack(
-            [rebuild(g, self.init, self.sigma, self.table, memo) for g in self.genomes]
+            [rebuild(g, self.initialize, self.sigma, self.table, memo) for g in self.genomes]
         )
