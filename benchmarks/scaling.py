@@ -40,8 +40,9 @@ from neuroes.agents import (
     num_params,
     observation_dim,
 )
-from neuroes.algorithms import NES, Population
+from neuroes.algorithms import NES
 from neuroes.config import Config
+from neuroes.population import Population
 from neuroes.rollout import Rollouts
 from neuroes.shards import Backend, WorkerSpec, split
 from neuroes.trainer import Run
@@ -74,7 +75,7 @@ def scaling(env_id: str, generations: int, max_steps: int | None, with_ray: bool
             stack.callback(ray.shutdown)
         runs = []
         for index, (kind, workers) in enumerate(cases):
-            run = Run(config, Path(folder) / str(index))
+            run = Run.fresh(config, Path(folder) / str(index))
             stack.callback(run.close)
             run.backend.close()  # the same run on the backend of this case
             run.backend = backend(kind, workers, WorkerSpec(env_id, run.policy), run.normalizer)

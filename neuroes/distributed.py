@@ -2,19 +2,24 @@
 
 ``python -m neuroes.train ENV --ray auto`` joins the running cluster (``ray start --head`` on
 one machine, ``ray start --address HEAD:6379`` on the others; every node needs neuroes
-installed: ``pip install "neuroes[ray]"``); ``--ray ADDRESS`` names it. Each actor takes one
-CPU and builds its evaluator once. Per evaluation the learner puts the
-:class:`neuroes.shards.Broadcast` in the object store once (``ray.put``); an actor fetches it
-with its first shard of that evaluation, so shard messages carry only seeds.
+installed: ``pip install "neuroes[ray]"``); ``--ray ADDRESS`` names it. A cluster with token
+authentication needs ``RAY_AUTH_MODE=token`` and its token (``~/.ray/auth_token``) on every node
+and on the driver. Each actor takes one CPU and builds its evaluator once. Per evaluation the
+learner puts the :class:`neuroes.shards.Broadcast` in the object store once (``ray.put``); an
+actor fetches it with its first shard of that evaluation, so shard messages carry only seeds.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import re
+import sys
+import tempfile
 
 import cloudpickle
 import ray
-from ray.exceptions import RayActorError
+from ray.exceptions import AuthenticationError, RayActorError
 
 from neuroes.agents import ObservationNormalizer
 from neuroes.shards import Broadcast, Pool, Shard, ShardEvaluator, WorkerSpec
@@ -36,6 +41,48 @@ class _Worker:
         return self.worker.run(shard)
 
 
+_TOKEN_HINT = (
+    "run with RAY_AUTH_MODE=token and the cluster's token (copy the head node's "
+    "~/.ray/auth_token, or set RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH)"
+)
+
+
+def _connect(address: str | None) -> None:
+    """``ray.init(address)``, or ValueError with one line saying why it failed.
+
+    Ray's core writes a warning per failed attempt (20 by default) straight to the stderr
+    descriptor; that output is held back, and passed on only if the connection succeeds.
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            ray.init(address=address, logging_level=logging.WARNING)
+        except (ConnectionError, AuthenticationError) as error:
+            reason = _reason(error)
+            raise ValueError(f"cannot reach a Ray cluster at {address!r}: {reason}") from None
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+        held.seek(0)
+        with open(2, "wb", closefd=False) as stderr:
+            stderr.write(held.read())
+
+
+def _reason(error: Exception) -> str:
+    """Ray's reason when it lacks or the cluster refuses the authentication token, with what to
+    do; else the first line of ``error``."""
+    if isinstance(error, AuthenticationError):  # token mode without a token: raised before trying
+        return f"{error.message}; {_TOKEN_HINT}"
+    # The refusal reaches Python as the text of a traceback, the cause of ``error``.
+    refused = re.search(r"AuthenticationError: (.*?)\.", str(error.__cause__))
+    if refused:
+        return f"{refused[1].rsplit(': ', 1)[-1]}; {_TOKEN_HINT}"
+    return str(error).splitlines()[0]
+
+
 class RayWorkers(Pool):
     """``workers`` Ray actors (default: one per CPU of the cluster).
 
@@ -53,11 +100,7 @@ class RayWorkers(Pool):
     ) -> None:
         self.connected = not ray.is_initialized()
         if self.connected:
-            try:
-                ray.init(address=address, logging_level=logging.WARNING)
-            except ConnectionError as error:
-                first = str(error).splitlines()[0]
-                raise ValueError(f"cannot reach a Ray cluster at {address!r}: {first}") from None
+            _connect(address)
         self.spec = cloudpickle.dumps(spec)
         self.actors: dict[int, ray.actor.ActorHandle] = {}
         self.pending: dict[ray.ObjectRef, int] = {}  # outstanding call -> slot

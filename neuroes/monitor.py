@@ -1,7 +1,8 @@
 """What a run shows: a progress bar, TensorBoard scalars and figures, and PNG scatter plots.
 
 Scalar tags are namespaced: ``rollout/`` (the population's episodes), ``eval/`` (the mean
-policy), ``es/`` (the search distribution), ``behavior/`` (evolvability), ``time/``.
+policy), ``es/`` (the search distribution), ``behavior/`` (final positions, when the
+environment has a descriptor), ``time/``; algorithms add their own (``ga/``, ``enas/``).
 """
 
 from __future__ import annotations

@@ -2,8 +2,10 @@
 
 A field left out of an environment's row takes its value from ``GENERIC``; a flag given on the
 command line overrides both. A row keyed ``(env_id, algo)`` overrides the environment's row for
-that algorithm. ``target_return`` defaults to the environment's ``spec.reward_threshold`` when
-it has one.
+that algorithm. Rows hold run fields of :class:`neuroes.config.Config` and algorithm options
+(``lr``, ...); an option applies to the algorithms that declare it, and an option left out of
+every row takes its declared default. ``target_return`` defaults to the environment's
+``spec.reward_threshold`` when it has one.
 """
 
 from __future__ import annotations
@@ -11,15 +13,11 @@ from __future__ import annotations
 GENERIC: dict = {
     "popsize": 64,
     "sigma": 0.05,
-    "lr": 0.03,
     "policy": "mlp",
     "hidden": (32, 32),
     "episodes": 1,
     "generations": 300,
-    "max_steps": None,
     "normalize": True,
-    "edge_fraction": (0.25,),
-    "controller_lr": 0.1,
 }
 
 PRESETS: dict[str | tuple[str, str], dict] = {

@@ -30,8 +30,9 @@ import numpy as np
 import torch
 
 from neuroes.agents import ObservationNormalizer, Policy
-from neuroes.algorithms.base import Population
-from neuroes.distributions import NoiseTable, Normal
+from neuroes.distributions import Normal
+from neuroes.noise import NoiseTable
+from neuroes.population import Population
 from neuroes.rollout import EnvSource, Evaluator, RolloutError, Rollouts
 
 log = logging.getLogger(__name__)

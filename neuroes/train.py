@@ -17,10 +17,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
+from neuroes.algorithms import ALGORITHMS
 from neuroes.config import Config
-from neuroes.presets import GENERIC
+from neuroes.presets import GENERIC, PRESETS
 from neuroes.rollout import RolloutError
 from neuroes.shards import WorkerError
 from neuroes.trainer import Run
@@ -47,56 +46,13 @@ def train(config: Config, resume_overrides: dict | None = None) -> Summary:
         config = config.resolved()
         stamp = time.strftime("%Y%m%d-%H%M%S")
         name = f"{config.env_id.replace('/', '_')}-{config.algo}-{stamp}"
-        run = Run(config, Path(config.logdir or Path("runs") / name))
+        run = Run.fresh(config, Path(config.logdir or Path("runs") / name))
     try:
-        return _loop(run)
+        while not run.finished:
+            run.step()
+        run.save("checkpoint.pt")
     finally:  # also on errors: stop the workers, flush the logs
         run.close()
-
-
-def _loop(run: Run) -> Summary:
-    """Generations of ``run`` until it is solved or has run ``config.generations``."""
-    config, solved = run.config, False
-    start = time.perf_counter() - run.wall_time
-    limit = config.time_limit or float("inf")
-    while run.generation < config.generations and run.wall_time < limit and not solved:
-        tick = time.perf_counter()
-        population = run.algorithm.ask()
-        rollouts, run.eval_return = run.evaluate(population)  # the mean policy rides along
-        scalars = {}
-        if run.eval_return > run.best_return:  # saved as evaluated, before this generation's step
-            run.best_return = run.eval_return
-            run.save("best.pt")
-        if run.eval_return >= run.target:  # confirmed on many fresh episodes before stopping
-            scalars["eval/confirmed_return"] = run.confirm(population)
-            solved = scalars["eval/confirmed_return"] >= run.target
-        if not solved:
-            if run.normalizer is not None:  # updated after the generation: frozen within it
-                run.normalizer.update(*rollouts.observation_stats)
-            scalars |= run.algorithm.tell(population, rollouts)
-        run.env_steps += rollouts.env_steps
-        run.generation += 1
-        run.wall_time = time.perf_counter() - start
-        returns = rollouts.returns
-        scalars |= {
-            "rollout/return_mean": returns.mean(),
-            "rollout/return_max": returns.max(),
-            "rollout/return_min": returns.min(),
-            "rollout/return_std": returns.std(),
-            "rollout/length_mean": rollouts.lengths.mean(),
-            "eval/return": run.eval_return,
-            "time/env_steps": run.env_steps,
-            "time/steps_per_second": rollouts.env_steps / (time.perf_counter() - tick),
-            "time/wall": run.wall_time,
-        }
-        if config.algo in ("maxvar", "maxent"):
-            scalars |= behavior_scalars(rollouts.behaviors)
-            if run.generation % config.scatter_every == 0 or solved:
-                run.monitor.scatter(run.generation, rollouts.behaviors, returns)
-        run.monitor.log(run.generation, scalars)
-        if run.generation % config.checkpoint_every == 0:
-            run.save("checkpoint.pt")
-    run.save("checkpoint.pt")
     return Summary(
         run.run_dir,
         run.generation,
@@ -104,19 +60,8 @@ def _loop(run: Run) -> Summary:
         run.wall_time,
         run.eval_return,
         run.best_return,
-        solved,
+        run.solved,
     )
-
-
-def behavior_scalars(behaviors: np.ndarray) -> dict[str, float]:
-    """Spread of the population's final positions: total variance and a Gaussian entropy."""
-    covariance = np.atleast_2d(np.cov(behaviors, rowvar=False))
-    _, logdet = np.linalg.slogdet(covariance + 1e-9 * np.eye(len(covariance)))
-    k = len(covariance)
-    return {
-        "behavior/variance": float(np.trace(covariance)),
-        "behavior/entropy": float(0.5 * (k * np.log(2 * np.pi * np.e) + logdet)),
-    }
 
 
 class _Parser(argparse.ArgumentParser):
@@ -125,30 +70,58 @@ class _Parser(argparse.ArgumentParser):
 
 
 def parser() -> argparse.ArgumentParser:
-    """The command line: one flag per :class:`Config` field, each with its help line."""
+    """The command line: one flag per :class:`Config` field, then every algorithm option under
+    the names of the algorithms that take it."""
     cli = _Parser(
         prog="python -m neuroes.train",
         description=__doc__.splitlines()[0],
         argument_default=argparse.SUPPRESS,
     )
     for item in dataclasses.fields(Config):
-        meta = dict(item.metadata)
-        help_text = meta.pop("help")
         if item.name == "env_id":
-            cli.add_argument("env_id", help=help_text)
-            continue
-        flag = "--" + item.name.replace("_", "-")
-        if str(item.type).startswith("bool"):
-            cli.add_argument(flag, action=argparse.BooleanOptionalAction, help=help_text)
-            continue
-        kind = _scalar_type(str(item.type).removeprefix("tuple["))
-        cli.add_argument(flag, type=kind, help=help_text + _default_text(item), **meta)
+            cli.add_argument("env_id", help=item.metadata["help"])
+        elif item.name != "options":
+            _add_flag(cli, item)
+    for declaring, items in _options_by_declaring_class().items():
+        users = [name for name, cls in ALGORITHMS.items() if issubclass(cls.Options, declaring)]
+        group = cli.add_argument_group(f"options of {', '.join(users)}")
+        for item in items:
+            _add_flag(group, item)
     return cli
+
+
+def _options_by_declaring_class() -> dict[type, list[dataclasses.Field]]:
+    """Every algorithm option once, under the options dataclass that declares it."""
+    groups: dict[type, list[dataclasses.Field]] = {}
+    for cls in ALGORITHMS.values():
+        for item in dataclasses.fields(cls.Options):
+            declaring = next(
+                c for c in reversed(cls.Options.__mro__) if item.name in c.__dict__.get(
+                    "__annotations__", {}
+                )
+            )
+            names = [known.name for known in groups.setdefault(declaring, [])]
+            if item.name not in names:
+                groups[declaring].append(item)
+    return groups
+
+
+def _add_flag(cli: argparse._ActionsContainer, item: dataclasses.Field) -> None:
+    meta = dict(item.metadata)
+    help_text = meta.pop("help")
+    flag = "--" + item.name.replace("_", "-")
+    if str(item.type).startswith("bool"):
+        cli.add_argument(flag, action=argparse.BooleanOptionalAction, help=help_text)
+        return
+    kind = _scalar_type(str(item.type).removeprefix("tuple["))
+    cli.add_argument(flag, type=kind, help=help_text + _default_text(item), **meta)
 
 
 def _default_text(item: dataclasses.Field) -> str:
     if item.name in GENERIC:
         return " (default: the environment's preset, see neuroes/presets.py)"
+    if any(item.name in row for row in PRESETS.values()):
+        return f" (default: the environment's preset, else {item.default})"
     return "" if item.default is None else f" (default: {item.default})"
 
 
@@ -164,14 +137,16 @@ def main(argv: list[str] | None = None) -> int:
         args = vars(parser().parse_args(argv))
     except SystemExit as exit:  # --help, or a usage error already printed on one line
         return int(exit.code or 0)
+    fields = {item.name for item in dataclasses.fields(Config)}
+    options = {key: args.pop(key) for key in list(args) if key not in fields}
     try:
         if "resume" in args:
             logdir, trust = args.pop("logdir", None), args.pop("trust", False)
             overrides = {k: v for k, v in args.items() if k not in ("env_id", "resume")}
             config = Config(args["env_id"], resume=args["resume"], logdir=logdir, trust=trust)
-            summary = train(config, overrides)
+            summary = train(config, overrides | options)
         else:
-            summary = train(Config(**args))
+            summary = train(Config(**args, options=options))
     except (ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

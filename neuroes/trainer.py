@@ -1,9 +1,10 @@
-"""The objects of one training run, built from a config or restored from a checkpoint.
+"""One training run: its objects, built fresh from a config or restored from a checkpoint, and
+its generation step.
 
 :class:`Run` owns the policy, the observation normalizer, the evaluation backend (in process,
-local worker processes or Ray actors: :func:`neuroes.workers.make_backend`), the algorithm and
-the monitor, and knows how to evaluate the mean policy and write checkpoints. The generation loop
-itself lives in :func:`neuroes.train.train`.
+local worker processes or Ray actors: :func:`neuroes.workers.make_backend`), the algorithm
+(any entry of :data:`neuroes.algorithms.ALGORITHMS`) and the monitor. :meth:`Run.step` plays one
+generation; :func:`neuroes.train.train` repeats it until the run is finished.
 """
 
 from __future__ import annotations
@@ -18,11 +19,17 @@ import numpy as np
 import torch
 
 from neuroes import checkpoint
-from neuroes.agents import ObservationNormalizer, make_policy, observation_dim, set_flat
-from neuroes.algorithms import make_algorithm
-from neuroes.algorithms.base import Population
+from neuroes.agents import (
+    ObservationNormalizer,
+    Policy,
+    make_policy,
+    observation_dim,
+    set_flat,
+)
+from neuroes.algorithms import Setup, make_algorithm
 from neuroes.config import Config
 from neuroes.monitor import Monitor
+from neuroes.population import Population
 from neuroes.rollout import Rollouts, make_env
 from neuroes.shards import WorkerSpec
 from neuroes.workers import make_backend
@@ -37,36 +44,35 @@ TRAINING, EVALUATION, CONFIRMATION = range(3)
 
 
 class Run:
-    """A training run's state; ``generation`` counts completed generations."""
+    """A training run's state; ``generation`` counts completed generations.
 
-    def __init__(self, config: Config, run_dir: Path, payload: dict | None = None) -> None:
+    Build one with :meth:`fresh` or :meth:`resume`; ``state`` is a checkpoint's payload.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        run_dir: Path,
+        policy: Policy,
+        normalizer: ObservationNormalizer | None,
+        state: dict | None = None,
+    ) -> None:
         self.config, self.run_dir = config, run_dir
-        env = make_env(config.env_id)
-        if payload is None:
-            with torch.random.fork_rng():
-                torch.manual_seed(config.seed)
-                self.policy = make_policy(
-                    config.policy,
-                    env.observation_space,
-                    env.action_space,
-                    **({"hidden": config.hidden} if config.policy == "mlp" else {}),
-                )
-            dim = observation_dim(env.observation_space)
-            self.normalizer = ObservationNormalizer(dim) if config.normalize else None
-        else:
-            self.policy, self.normalizer = payload["policy"], payload["normalizer"]
+        self.policy, self.normalizer = policy, normalizer
         self.target = config.target_return
         if self.target is None:
-            self.target = getattr(env.spec, "reward_threshold", None) or math.inf
-        self.algorithm = make_algorithm(config, self.policy, self.evaluate_vectors)
+            spec = make_env(config.env_id).spec
+            self.target = getattr(spec, "reward_threshold", None) or math.inf
+        setup = Setup(policy, config.popsize, config.sigma, config.seed, self.evaluate_vectors)
+        self.algorithm = make_algorithm(config.algo, setup, config.options)
         self.generation, self.best_return, self.eval_return = 0, -math.inf, None
-        self.env_steps, self.wall_time = 0, 0.0
-        if payload is not None:
-            self.algorithm.load_state_dict(payload["algorithm"])
-            self.generation, self.best_return = payload["generation"], payload["best_return"]
-            self.env_steps, self.wall_time = payload["env_steps"], payload["wall_time"]
-        spec = WorkerSpec(config.env_id, self.policy, device=config.device)
-        self.backend = make_backend(spec, self.normalizer, config.workers, config.ray)
+        self.env_steps, self.wall_time, self.solved = 0, 0.0, False
+        if state is not None:
+            self.algorithm.load_state_dict(state["algorithm"])
+            self.generation, self.best_return = state["generation"], state["best_return"]
+            self.env_steps, self.wall_time = state["env_steps"], state["wall_time"]
+        spec = WorkerSpec(config.env_id, policy, device=config.device)
+        self.backend = make_backend(spec, normalizer, config.workers, config.ray)
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2))
         self.monitor = Monitor(
@@ -78,14 +84,81 @@ class Run:
         )
 
     @classmethod
-    def resume(cls, path: str, overrides: dict, logdir: str | None, trust: bool = False) -> Run:
-        """Continue the run saved in checkpoint ``path``; ``overrides`` replace config fields.
+    def fresh(cls, config: Config, run_dir: Path) -> Run:
+        """A new run of a resolved ``config``: the policy initialized from ``config.seed``."""
+        env = make_env(config.env_id)
+        options = {"hidden": config.hidden} if config.policy == "mlp" else {}
+        with torch.random.fork_rng():
+            torch.manual_seed(config.seed)
+            policy = make_policy(config.policy, env.observation_space, env.action_space, **options)
+        dim = observation_dim(env.observation_space)
+        normalizer = ObservationNormalizer(dim) if config.normalize else None
+        return cls(config, run_dir, policy, normalizer)
 
-        ``trust`` also reads checkpoints that hold code (see :func:`neuroes.checkpoint.read`).
-        """
-        payload = checkpoint.read(path, trust)
-        config = dataclasses.replace(Config(**payload["config"]), **overrides)
-        return cls(config, Path(logdir) if logdir else Path(path).parent, payload)
+    @classmethod
+    def resume(
+        cls, path: str, overrides: dict, logdir: str | None = None, trust: bool = False
+    ) -> Run:
+        """Continue the run saved in checkpoint ``path``; ``overrides`` replace config fields
+        (an algorithm option replaces that entry of ``options``). ``trust`` also reads
+        checkpoints that hold code (see :func:`neuroes.checkpoint.read`)."""
+        state = checkpoint.read(path, trust)
+        config = Config.from_dict(state["config"])
+        fields = {item.name for item in dataclasses.fields(Config)}
+        options = {key: value for key, value in overrides.items() if key not in fields}
+        config = dataclasses.replace(
+            config,
+            **{key: value for key, value in overrides.items() if key in fields},
+            options=config.options | options,
+        )
+        run_dir = Path(logdir) if logdir else Path(path).parent
+        return cls(config, run_dir, state["policy"], state["normalizer"], state)
+
+    @property
+    def finished(self) -> bool:
+        """Solved, or out of generations or time."""
+        limit = self.config.time_limit or math.inf
+        return self.solved or self.generation >= self.config.generations or self.wall_time >= limit
+
+    def step(self) -> dict[str, float]:
+        """Play one generation; returns its logged scalars."""
+        config, tick = self.config, time.perf_counter()
+        # Ask, and evaluate the members with the mean policy riding along as extra rows.
+        population = self.algorithm.ask()
+        rollouts, self.eval_return = self.evaluate(population)
+        scalars: dict[str, float] = {}
+        # Keep the best mean policy, saved as evaluated: before this generation's update.
+        if self.eval_return > self.best_return:
+            self.best_return = self.eval_return
+            self.save("best.pt")
+        # Stop once the target is reached and confirmed on many fresh episodes.
+        if self.eval_return >= self.target:
+            scalars["eval/confirmed_return"] = self.confirm(population)
+            self.solved = scalars["eval/confirmed_return"] >= self.target
+        # Tell: update the normalizer (frozen within a generation) and the algorithm.
+        if not self.solved:
+            if self.normalizer is not None:
+                self.normalizer.update(*rollouts.observation_stats)
+            scalars |= self.algorithm.tell(population, rollouts)
+        # Log.
+        self.env_steps += rollouts.env_steps
+        self.generation += 1
+        self.wall_time += time.perf_counter() - tick
+        scalars |= rollout_scalars(rollouts) | {
+            "eval/return": self.eval_return,
+            "time/env_steps": self.env_steps,
+            "time/steps_per_second": rollouts.env_steps / (time.perf_counter() - tick),
+            "time/wall": self.wall_time,
+        }
+        if rollouts.behaviors.shape[1]:
+            scalars |= behavior_scalars(rollouts.behaviors)
+            if self.generation % config.scatter_every == 0 or self.solved:
+                self.monitor.scatter(self.generation, rollouts.behaviors, rollouts.returns)
+        self.monitor.log(self.generation, scalars)
+        # Checkpoint.
+        if self.generation % config.checkpoint_every == 0:
+            self.save("checkpoint.pt")
+        return scalars
 
     def evaluate(self, population: Population) -> tuple[Rollouts, float]:
         """The population's rollouts and the mean policy's evaluation return, evaluated together.
@@ -119,11 +192,11 @@ class Run:
         seeds = seed + np.arange(episodes)
         return float(self.backend.evaluate(rows, seeds, 1, self.config.max_steps).returns.mean())
 
-    def evaluate_vectors(
-        self, thetas: torch.Tensor, episodes: int, max_steps: int | None, seed: int
-    ) -> Rollouts:
-        """Rollouts of the vectors ``thetas`` (P, d) on the backend (the GA's elite episodes)."""
-        return self.backend.evaluate(Population(thetas), seed, episodes, max_steps)
+    def evaluate_vectors(self, thetas: torch.Tensor, episodes: int, seed: int) -> Rollouts:
+        """Rollouts of the vectors ``thetas`` (P, d) on the backend, cut at ``max_steps``
+        (for algorithms that play extra episodes, such as the GA's elite candidates)."""
+        population = Population(thetas)
+        return self.backend.evaluate(population, seed, episodes, self.config.max_steps)
 
     def close(self) -> None:
         """Stop the backend's workers and flush the logs."""
@@ -149,3 +222,26 @@ class Run:
                 "saved_at": time.time(),
             },
         )
+
+
+def rollout_scalars(rollouts: Rollouts) -> dict[str, float]:
+    """The population's returns and episode lengths."""
+    returns = rollouts.returns
+    return {
+        "rollout/return_mean": returns.mean(),
+        "rollout/return_max": returns.max(),
+        "rollout/return_min": returns.min(),
+        "rollout/return_std": returns.std(),
+        "rollout/length_mean": rollouts.lengths.mean(),
+    }
+
+
+def behavior_scalars(behaviors: np.ndarray) -> dict[str, float]:
+    """Spread of the population's final positions: total variance and a Gaussian entropy."""
+    covariance = np.atleast_2d(np.cov(behaviors, rowvar=False))
+    _, logdet = np.linalg.slogdet(covariance + 1e-9 * np.eye(len(covariance)))
+    k = len(covariance)
+    return {
+        "behavior/variance": float(np.trace(covariance)),
+        "behavior/entropy": float(0.5 * (k * np.log(2 * np.pi * np.e) + logdet)),
+    }

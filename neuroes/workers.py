@@ -22,7 +22,7 @@ import cloudpickle
 import numpy as np
 
 from neuroes.agents import ObservationNormalizer
-from neuroes.algorithms.base import Population
+from neuroes.population import Population
 from neuroes.rollout import Rollouts
 from neuroes.shards import Backend, Broadcast, Pool, Shard, ShardEvaluator, WorkerError, WorkerSpec
 

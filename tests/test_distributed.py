@@ -23,8 +23,9 @@ import torch
 
 from neuroes import checkpoint, train
 from neuroes.agents import ObservationNormalizer, get_flat, make_policy
-from neuroes.algorithms import NES, Population
+from neuroes.algorithms import NES
 from neuroes.config import Config
+from neuroes.population import Population
 from neuroes.rollout import RolloutError, Rollouts
 from neuroes.shards import WorkerSpec
 from neuroes.trainer import EVALUATION, stream_seed

@@ -16,7 +16,7 @@ import neuroes
 from neuroes import checkpoint, expectation, render, train
 from neuroes.agents import get_flat, make_policy
 from neuroes.agents.masked import EdgeSpace, PartitionSpace, make_space
-from neuroes.algorithms import ENAS, GeneticAlgorithm, make_algorithm
+from neuroes.algorithms import ENAS, GeneticAlgorithm, Setup, make_algorithm
 from neuroes.algorithms.ga import rebuild
 from neuroes.config import Config
 from neuroes.distributions import TopK
@@ -83,8 +83,8 @@ def test_ga_starts_from_independent_initializations_of_the_policy() -> None:
     """Such et al. (2017): the first generation is popsize random initializations, each rebuilt
     from its genome's first seed; normc gives every hidden unit's weight row norm 1."""
     policy = _policy()
-    config = Config("CartPole-v1", algo="ga", popsize=6, parents=2, elite_candidates=2).resolved()
-    ga = make_algorithm(config, policy)
+    options = {"parents": 2, "elite_candidates": 2}
+    ga = make_algorithm("ga", Setup(policy, popsize=6, sigma=0.1), options)
     thetas = ga.ask().thetas
     first = thetas[:, : 16 * 4].view(6, 16, 4)
     torch.testing.assert_close(first.norm(dim=2), torch.ones(6, 16))
@@ -208,25 +208,19 @@ def _logged(run_dir: Path) -> dict[str, list[float]]:
     return {tag: [e.value for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
 
 
-def _config(tmp_path: Path, name: str, algo: str, **overrides) -> Config:
-    fields = {"env_id": "CartPole-v1", "algo": algo, "logdir": str(tmp_path / name),
-              "progress": False, "target_return": math.inf}  # fmt: skip
-    return Config(**(fields | overrides))
-
-
 SHORT = {
-    "ga": {"popsize": 32, "parents": 4, "elite_candidates": 3, "elite_episodes": 3},
-    "enas": {"popsize": 64},
-}
+    "ga": {"popsize": 32, "generations": 6, "seed": 4,
+           "options": {"parents": 4, "elite_candidates": 3, "elite_episodes": 3}},
+    "enas": {"popsize": 64, "generations": 15, "seed": 1},
+}  # fmt: skip
 
 
 @pytest.fixture(scope="module", params=["ga", "enas"])
 def short_run(request, tmp_path_factory) -> tuple[str, train.Summary]:
     algo = request.param
-    generations = {"ga": 6, "enas": 15}[algo]
-    seed = {"ga": 4, "enas": 1}[algo]
-    config = _config(tmp_path_factory.mktemp(algo), "run", algo, seed=seed,
-                     generations=generations, **SHORT[algo])  # fmt: skip
+    logdir = str(tmp_path_factory.mktemp(algo) / "run")
+    config = Config("CartPole-v1", algo, logdir=logdir, progress=False, target_return=math.inf,
+                    **SHORT[algo])  # fmt: skip
     return algo, train.train(config)
 
 
@@ -244,38 +238,19 @@ def test_checkpoint_loads_and_plays_the_saved_policy(short_run) -> None:
     algo, summary = short_run
     path = summary.run_dir / "checkpoint.pt"
     saved = checkpoint.read(path)
-    state, config = saved["algorithm"], Config(**saved["config"])
+    state, config = saved["algorithm"], Config.from_dict(saved["config"])
     agent = neuroes.load(path)
     if algo == "ga":
-        ga = make_algorithm(config, agent.policy)
+        setup = Setup(agent.policy, config.popsize, config.sigma)
+        ga = make_algorithm("ga", setup, config.options)
         ga.load_state_dict(state)
         expected = ga.mean
     else:
-        space = make_space(config.topology, agent.policy, config.edge_fraction)
+        options = config.options
+        space = make_space(options["topology"], agent.policy, options["edge_fraction"])
         expected = space.effective(state["mu"].unsqueeze(0), state["topology"].unsqueeze(0))[0]
         assert int((expected != 0).sum()) <= space.edges_used + 16 + 2  # kept edges and biases
     assert torch.equal(get_flat(agent.policy), expected)
     returns, _ = render.play(agent, 1, seed=11)
     evaluator = Evaluator("CartPole-v1", agent.policy, normalizer=agent.normalizer)
     assert returns[0] == evaluator.evaluate(expected.unsqueeze(0), 1, None, 11).returns[0]
-
-
-@pytest.mark.parametrize("algo", ["ga", "enas"])
-def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(algo, tmp_path) -> None:
-    common = {"seed": 1, "checkpoint_every": 1, **SHORT[algo]}
-    whole = train.train(_config(tmp_path, "whole", algo, generations=6, **common))
-    half = train.train(_config(tmp_path, "half", algo, generations=3, **common))
-    resumed = train.train(
-        Config(env_id="CartPole-v1", resume=str(half.run_dir / "checkpoint.pt")),
-        {"generations": 6, "progress": False},
-    )
-    a = checkpoint.read(whole.run_dir / "checkpoint.pt")
-    b = checkpoint.read(resumed.run_dir / "checkpoint.pt")
-    assert torch.equal(get_flat(a["policy"]), get_flat(b["policy"]))
-    assert torch.equal(a["normalizer"].mean, b["normalizer"].mean)
-    if algo == "ga":
-        assert a["algorithm"]["genomes"] == b["algorithm"]["genomes"]
-    else:
-        for key in ("mu", "logits", "topology"):
-            assert torch.equal(a["algorithm"][key], b["algorithm"][key])
-    assert a["env_steps"] == b["env_steps"] and a["generation"] == b["generation"] == 6

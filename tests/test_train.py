@@ -134,9 +134,9 @@ def _one_error_line(capsys) -> str:
     [
         (["Nope-v0"], "unknown environment 'Nope-v0'"),
         (["Blackjack-v1"], "unsupported observation space"),
-        (["CartPole-v1", "--popsize", "0"], "popsize must be a positive integer"),
+        (["CartPole-v1", "--popsize", "0"], "popsize must be a positive number"),
         (["CartPole-v1", "--popsize", "7"], "popsize must be even"),
-        (["CartPole-v1", "--sigma", "-0.1"], "sigma must be positive"),
+        (["CartPole-v1", "--sigma", "-0.1"], "sigma must be a positive number"),
         (["CartPole-v1", "--algo", "cmaes"], "invalid choice: 'cmaes'"),
     ],
 )

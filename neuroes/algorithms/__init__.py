@@ -1,90 +1,76 @@
-"""One small module per algorithm; ``make_algorithm`` builds the one a config names."""
+"""The algorithms, one module each, and the one table that names them.
+
+A new algorithm is one module meeting :class:`neuroes.algorithms.base.Algorithm` plus one row
+in :data:`ALGORITHMS`: the command line (``--algo`` and its options), the config, the trainer
+and the registry-driven tests pick it up from there.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import dataclasses
+from typing import Any
 
-import torch
-from torch import Tensor
-
-from neuroes.agents import Policy, get_flat
-from neuroes.agents.masked import make_space
-from neuroes.algorithms.base import GaussianES, Population
+from neuroes.algorithms.base import Algorithm, Setup
 from neuroes.algorithms.enas import ENAS
-from neuroes.algorithms.evolvability import EvolvabilityES
+from neuroes.algorithms.evolvability import MaxEnt, MaxVar
 from neuroes.algorithms.ga import GeneticAlgorithm
+from neuroes.algorithms.gaussian import GaussianES
 from neuroes.algorithms.nes import NES
-from neuroes.rollout import Rollouts
+
+ALGORITHMS: dict[str, type[Algorithm]] = {
+    "nes": NES,
+    "maxvar": MaxVar,
+    "maxent": MaxEnt,
+    "ga": GeneticAlgorithm,
+    "enas": ENAS,
+}
 
 
-def make_algorithm(
-    config,
-    policy: Policy,
-    evaluate: Callable[[Tensor, int, int | None, int], Rollouts] | None = None,
-) -> GaussianES | GeneticAlgorithm:
-    """The algorithm of a resolved :class:`neuroes.config.Config`, starting from ``policy``.
+def algorithm(name: str) -> type[Algorithm]:
+    """The class registered as ``name``; ValueError naming the accepted names."""
+    if name not in ALGORITHMS:
+        raise ValueError(f"unknown algo {name!r}; accepted: {', '.join(ALGORITHMS)}")
+    return ALGORITHMS[name]
 
-    ``evaluate(thetas, episodes, max_steps, seed)`` (an evaluator's ``evaluate``) lets the
-    genetic algorithm play its elite candidates' extra episodes.
+
+def option_names(name: str) -> list[str]:
+    """The options of algorithm ``name``, in declaration order."""
+    return [item.name for item in dataclasses.fields(algorithm(name).Options)]
+
+
+def options_of(name: str, values: dict[str, Any]) -> Any:
+    """The options dataclass of algorithm ``name`` from ``values`` (missing ones: defaults).
+
+    A value that is not an option of ``name`` is a ValueError naming the algorithms it
+    belongs to.
     """
-    mu = get_flat(policy)
-    if config.algo == "ga":
+    accepted = option_names(name)
+    for key in values:
+        if key not in accepted:
+            owners = [other for other in ALGORITHMS if key in option_names(other)]
+            where = f"an option of {', '.join(owners)}" if owners else "not an option"
+            flag = "--" + key.replace("_", "-")
+            raise ValueError(f"{flag} is {where}, not of --algo {name}")
+    return algorithm(name).Options(**values)
 
-        def initialize(seed: int) -> Tensor:
-            spaces = policy.observation_space, policy.action_space
-            with torch.random.fork_rng():
-                torch.manual_seed(seed)
-                fresh = type(policy)(*spaces, **policy.options())
-            return get_flat(fresh)
 
-        replay = None
-        if evaluate is not None:
-
-            def replay(thetas: Tensor, episodes: int, seed: int) -> Rollouts:
-                return evaluate(thetas, episodes, config.max_steps, seed)
-
-        return GeneticAlgorithm(
-            initialize,
-            config.sigma,
-            config.popsize,
-            parents=config.parents,
-            elite_candidates=config.elite_candidates,
-            elite_episodes=config.elite_episodes,
-            crossover=config.crossover,
-            evaluate=replay,
-            seed=config.seed,
-        )
-    common = {
-        "sigma": config.sigma,
-        "popsize": config.popsize,
-        "lr": config.lr,
-        "learn_sigma": config.learn_sigma,
-        "sigma_lr": config.sigma_lr,
-        "weight_decay": config.weight_decay,
-        "seed": config.seed,
-    }
-    if config.algo == "nes":
-        return NES(mu, **common)
-    if config.algo == "enas":
-        space = make_space(config.topology, policy, config.edge_fraction, config.partitions)
-        return ENAS(mu, space=space, controller_lr=config.controller_lr, **common)
-    if config.algo in ("maxvar", "maxent"):
-        return EvolvabilityES(
-            mu,
-            kind=config.algo,
-            fitness_weight=config.fitness_weight,
-            bandwidth=config.bandwidth,
-            **common,
-        )
-    raise ValueError(f"unknown algo {config.algo!r}; accepted: nes, maxvar, maxent, ga, enas")
+def make_algorithm(name: str, setup: Setup, options: dict[str, Any] | None = None) -> Algorithm:
+    """Algorithm ``name`` built from ``setup`` and its ``options`` (missing ones: defaults)."""
+    return algorithm(name).build(setup, options_of(name, options or {}))
 
 
 __all__ = [
+    "ALGORITHMS",
     "ENAS",
     "NES",
-    "EvolvabilityES",
+    "Algorithm",
     "GaussianES",
     "GeneticAlgorithm",
-    "Population",
+    "MaxEnt",
+    "MaxVar",
+    "Setup",
+    "algorithm",
     "make_algorithm",
+    "option_names",
+    "options_of",
 ]

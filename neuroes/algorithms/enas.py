@@ -1,38 +1,58 @@
 """ES-ENAS (Song et al., 2021): evolve a policy's weights and search its topology at once.
 
-Every member is a pair (weights, topology): weights drawn from the Gaussian of
-:class:`GaussianES` (mirrored, rebuildable from seeds), a topology from a controller over a
-search space of :mod:`neuroes.agents.masked` (edges kept per layer, or edges assigned to
-shared-weight partitions). The pair's log-probability is the sum of both
-(:class:`neuroes.distributions.Joint`), so one :func:`neuroes.expectation` of the shaped
-returns trains the weight mean and the controller's logits in the same backward pass and
-``torch.optim`` step: the controller receives the score-function (REINFORCE) gradient that
-Song et al. use for their policy-gradient controller, with no code path of its own. Mirrored
-pairs share their topology; each member is still a draw of the joint distribution, and the
-pair's return difference then measures the weight noise alone.
+Every member is a pair (weights, topology): weights from the mirrored Gaussian of
+:class:`neuroes.algorithms.gaussian.GaussianES`, a topology from a controller over a search space
+of :mod:`neuroes.agents.masked` (edges kept per layer, or edges assigned to shared-weight
+partitions); mirrored pairs share their topology. The pair's log-probability is the sum of both
+(:class:`neuroes.distributions.Joint`), so one :func:`neuroes.expectation` of the shaped returns
+trains the weight mean and the controller's logits in one backward pass and optimizer step: the
+controller gets the score-function gradient of Song et al.'s policy-gradient controller.
 
 The trained policy, :attr:`ENAS.mean`, is the mean weights under the controller's most probable
-topology (the k likeliest edges of each layer, or each edge's likeliest partition). It is chosen
-after every step and kept in the state, so checkpoints carry it; the saved policy module holds
-the effective dense vector, with zeros on the edges the topology drops.
+topology (the k likeliest edges of each layer, or each edge's likeliest partition), chosen after
+every step and kept in the state; the saved policy holds the effective dense vector, zeros on
+the dropped edges.
 
-Scalars: ``enas/controller_entropy`` is the Monte-Carlo entropy ``-mean log p(topology)`` of
-the generation's draws (in edge mode the draw is ordered, so the entropy also counts the order
-of the kept edges and need not reach zero once the set has settled), ``enas/edges_used`` and
-``enas/edge_fraction`` the edges that carry weights, ``enas/controller_grad_norm`` the norm of
-the logits' gradient.
+Scalars: ``enas/controller_entropy`` (the Monte-Carlo entropy ``-mean log p(topology)`` of the
+generation's draws; in edge mode draws are ordered, so it need not reach zero once the kept set
+has settled), ``enas/edges_used`` and ``enas/edge_fraction`` (the edges that carry weights),
+``enas/controller_grad_norm``. Design notes: ``docs/design.md``.
 """
 
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass
+
 import torch
 from torch import Tensor
 
-from neuroes.agents.masked import SearchSpace
-from neuroes.algorithms.base import Population
+from neuroes.agents import get_flat
+from neuroes.agents.masked import SPACES, SearchSpace, make_space
+from neuroes.algorithms.base import Setup, option, require_positive
+from neuroes.algorithms.gaussian import GaussianOptions
 from neuroes.algorithms.nes import NES
 from neuroes.distributions import Distribution, Joint, Normal
+from neuroes.population import Population
 from neuroes.rollout import Rollouts
+
+
+@dataclass
+class ENASOptions(GaussianOptions):
+    """Options of ES-ENAS: the search space and the controller's learning rate."""
+
+    topology: str = option(
+        "edge (keep a fraction of each layer's edges) or partition (shared weights)",
+        "edge",
+        choices=SPACES,
+    )
+    edge_fraction: tuple[float, ...] = option(
+        "edge search: fraction of edges kept, one for every layer or one per layer",
+        (0.25,),
+        nargs="+",
+    )
+    partitions: int = option("partition search: shared weights per layer", 8)
+    controller_lr: float = option("Adam learning rate of the topology controller", 0.1)
 
 
 class ENAS(NES):
@@ -43,16 +63,26 @@ class ENAS(NES):
     start at zero: a uniform controller). Other arguments are those of :class:`NES`.
     """
 
+    Options = ENASOptions
+
     def __init__(
         self, mu: Tensor, *args, space: SearchSpace, controller_lr: float = 0.1, **kwargs
     ) -> None:
-        if controller_lr <= 0:
-            raise ValueError(f"controller_lr must be positive, got {controller_lr}")
+        require_positive(controller_lr=controller_lr)
         super().__init__(space.initial(mu.detach().float()), *args, **kwargs)
         self.space = space
         self.logits = torch.zeros(space.num_logits, requires_grad=True)
         self.optimizer.add_param_group({"params": [self.logits], "lr": controller_lr})
         self.topology = self.controller().mode()
+
+    @classmethod
+    def build(cls, setup: Setup, options: ENASOptions) -> ENAS:
+        """The search space of ``options`` over the setup's policy, from its weights."""
+        kwargs = dataclasses.asdict(options)
+        fraction, partitions = kwargs.pop("edge_fraction"), kwargs.pop("partitions")
+        space = make_space(kwargs.pop("topology"), setup.policy, fraction, partitions)
+        mu = get_flat(setup.policy)
+        return cls(mu, setup.sigma, setup.popsize, space=space, seed=setup.seed, **kwargs)
 
     def weights(self) -> Normal:
         """The Gaussian over the searchable weights."""

@@ -1,43 +1,72 @@
 """Evolvability ES (Gajewski et al., 2019): maximize the spread of the population's behaviors.
 
-MaxVar maximizes the variance of the final-position behaviors, MaxEnt their kernel-density
-entropy. ``fitness_weight`` mixes in the NES objective to trade evolvability for quality.
+MaxVar maximizes the variance of the behaviors (final positions), MaxEnt their kernel-density
+entropy; they differ in one function, :meth:`MaxVar.spread`. ``fitness_weight`` mixes in the
+NES objective to trade evolvability for quality.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from torch import Tensor
 
-from neuroes.algorithms.base import GaussianES, behaviors_tensor, returns_tensor
+from neuroes.algorithms.base import option
+from neuroes.algorithms.gaussian import (
+    GaussianES,
+    GaussianOptions,
+    behaviors_tensor,
+    returns_tensor,
+)
 from neuroes.distributions import Normal
 from neuroes.objectives import fitness, maxent, maxvar, mix
 from neuroes.rollout import Rollouts
 
 
-class EvolvabilityES(GaussianES):
-    """Gaussian ES on MaxVar (``kind="maxvar"``) or MaxEnt (``kind="maxent"``)."""
+@dataclass
+class MaxVarOptions(GaussianOptions):
+    fitness_weight: float = option(
+        "weight of expected fitness added to the evolvability objective", 0.0
+    )
 
-    def __init__(
-        self,
-        *args,
-        kind: str = "maxvar",
-        fitness_weight: float = 0.0,
-        bandwidth: float = 1.0,
-        **kwargs,
-    ) -> None:
-        if kind not in ("maxvar", "maxent"):
-            raise ValueError(f"unknown evolvability objective {kind!r}; accepted: maxvar, maxent")
+
+@dataclass
+class MaxEntOptions(MaxVarOptions):
+    bandwidth: float = option("kernel bandwidth, in z-scored behavior units", 1.0)
+
+
+class MaxVar(GaussianES):
+    """Gaussian ES on the variance of behaviors (plus ``fitness_weight`` x expected fitness)."""
+
+    Options = MaxVarOptions
+
+    def __init__(self, *args, fitness_weight: float = 0.0, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.kind, self.fitness_weight, self.bandwidth = kind, fitness_weight, bandwidth
+        self.fitness_weight = fitness_weight
+
+    def spread(self, behaviors: Tensor, sample: Tensor, p: Normal) -> Tensor:
+        """The evolvability of the behaviors, as a differentiable expectation."""
+        return maxvar(behaviors, sample, p)
 
     def objective(self, rollouts: Rollouts, sample: Tensor, p: Normal) -> Tensor:
-        behaviors = behaviors_tensor(rollouts)
-        if self.kind == "maxvar":
-            spread = maxvar(behaviors, sample, p)
-        else:
-            spread = maxent(behaviors, sample, p, self.bandwidth)
+        spread = self.spread(behaviors_tensor(rollouts), sample, p)
         if not self.fitness_weight:
             return spread
         return mix(
             [spread, fitness(returns_tensor(rollouts), sample, p)], [1.0, self.fitness_weight]
         )
+
+
+class MaxEnt(MaxVar):
+    """Gaussian ES on the kernel-density entropy of behaviors (see :class:`MaxVar`)."""
+
+    Options = MaxEntOptions
+
+    def __init__(self, *args, bandwidth: float = 1.0, **kwargs) -> None:
+        if not bandwidth > 0:
+            raise ValueError(f"bandwidth must be positive, got {bandwidth}")
+        super().__init__(*args, **kwargs)
+        self.bandwidth = bandwidth
+
+    def spread(self, behaviors: Tensor, sample: Tensor, p: Normal) -> Tensor:
+        return maxent(behaviors, sample, p, self.bandwidth)

@@ -1,58 +1,60 @@
 """The genetic algorithm of Such et al. (2017), "Deep Neuroevolution".
 
 A population of parameter vectors, not a distribution. The first generation is ``popsize``
-independent initializations of the policy, as in the paper. Each generation ranks the members
-by their training return; the best ``parents`` are the truncation-selected parents. Every child is
-a parent chosen uniformly at random plus Gaussian noise of scale ``sigma`` (the mutation
-power); with probability ``crossover`` it is first a uniform crossover of two parents. The
-elite passes to the next generation unmutated, as member 0, and is :attr:`mean`, the policy the
-trainer evaluates and saves (member 0 of the first generation before any selection).
+independent initializations of the policy. Each generation ranks the members by training return;
+the best ``parents`` breed: every child is a parent chosen uniformly at random plus Gaussian
+noise of scale ``sigma`` (the mutation power), with probability ``crossover`` first a uniform
+crossover of two parents. The elite passes on unmutated as member 0 and is :attr:`mean`, the
+policy the trainer evaluates and saves (member 0 of the first generation before any selection).
 
-Elite selection follows Such et al.: the candidates are the ``elite_candidates`` best members
-by training return, or, once there is an elite, the previous elite and the
-``elite_candidates - 1`` best other members (so the elite is always re-evaluated; hence at
-least 2 candidates); each plays ``elite_episodes`` extra episodes, and the best mean over those
-becomes the elite. These episodes are played inside :meth:`tell` by an
-``evaluate`` callable given at construction (the trainer passes its evaluator's ``evaluate``).
-The alternative, asking for the candidates as extra rows of the next population, would need
-rows with their own episode seeds and counts, a second kind of generation in the trainer's
-loop, and an elite chosen one generation late; the callable leaves the ask/evaluate/tell loop
-and the evaluator unchanged and keeps the selection exactly that of the paper. The extra
-episodes start from seeds drawn from the algorithm's generator, so a resumed run replays them;
-their steps are reported as ``ga/elite_env_steps`` (``time/env_steps`` counts the population's).
-Without a callable, or with ``elite_episodes=0``, the candidates are ranked by training return.
+Elite selection: the candidates are the ``elite_candidates`` best members by training return,
+or, once there is an elite, the previous elite and the ``elite_candidates - 1`` best others (as
+in the paper, so at least 2); each plays ``elite_episodes`` extra episodes through the
+setup's ``evaluate`` inside :meth:`GeneticAlgorithm.tell`, from seeds of the algorithm's
+generator, and the best mean becomes the elite. Their steps are reported as
+``ga/elite_env_steps``. Without ``evaluate``, or with ``elite_episodes=0``, the candidates are
+ranked by training return.
 
-Genomes. A member is stored as its genome, a tuple of seeds: the first seeded its
-initialization (``initialize(seed)``), each later one is a mutation (``+ sigma * noise(seed)``,
-read from a :class:`neuroes.distributions.NoiseTable`). Anyone holding ``initialize`` and the
-table rebuilds any member (:func:`rebuild`), and the state is a few integers per member and
-generation. A crossover child's genome starts with
-``(mask_seed, genome_a, genome_b)`` instead of a seed: parameter i comes from parent a where
-``noise(mask_seed)[i] > 0``, else from parent b, so crossover lineages nest. The learner never
-rebuilds from scratch: it caches the current population's vectors and builds each child from its
-parents' rows with one noise window; only a restored state is rebuilt, once.
-
-:class:`Population` rows: ``seeds`` holds each member's newest seed (its latest mutation),
-``signs`` is 1 for members mutated this generation and 0 for the elite, copied unchanged.
+Genomes: a member is a tuple of seeds, the first seeding its initialization
+(``initialize(seed)``), each later one a mutation (``+ sigma * noise(seed)`` from a
+:class:`neuroes.noise.NoiseTable`); a crossover child's genome starts with
+``(mask_seed, genome_a, genome_b)``: parameter i comes from parent a where
+``noise(mask_seed)[i] > 0``. :func:`rebuild` turns a genome back into its vector; the learner
+only does so for a restored state. Population rows: ``seeds`` holds each member's newest seed,
+``signs`` is 1 for members mutated this generation and 0 for the elite. Why the elite episodes
+run inside ``tell`` and how genomes are cached: ``docs/design.md``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from neuroes.algorithms.base import Population
-from neuroes.distributions import NoiseTable
+from neuroes.agents import get_flat
+from neuroes.algorithms.base import Evaluate, Setup, option, require_positive
+from neuroes.noise import NoiseTable
+from neuroes.population import Population
 from neuroes.rollout import Rollouts
 
 Genome = tuple
-Evaluate = Callable[[Tensor, int, int], Rollouts]
-"""``evaluate(thetas, episodes, seed)``: rollouts of ``thetas`` over ``episodes`` episodes."""
 Initialize = Callable[[int], Tensor]
 """``initialize(seed)``: a freshly initialized parameter vector (d,), the same for the same seed."""
+
+
+@dataclass
+class GAOptions:
+    """Options of the genetic algorithm."""
+
+    parents: int = option("truncation size: the number of best members that breed", 10)
+    elite_candidates: int = option(
+        "members re-evaluated to choose the elite, the previous elite included", 10
+    )
+    elite_episodes: int = option("extra episodes of each elite candidate", 30)
+    crossover: float = option("probability that a child is a crossover of two parents", 0.0)
 
 
 def mutate(thetas: Tensor, seeds: Tensor, sigma: float, table: NoiseTable) -> Tensor:
@@ -115,8 +117,7 @@ class GeneticAlgorithm:
         evaluate: Evaluate | None = None,
         seed: int = 0,
     ) -> None:
-        if sigma <= 0:
-            raise ValueError(f"sigma must be positive, got {sigma}")
+        require_positive(sigma=sigma)
         if popsize < 2:
             raise ValueError(f"the genetic algorithm needs popsize >= 2, got {popsize}")
         bounds = (("parents", parents, 1), ("elite_candidates", elite_candidates, 2))
@@ -138,6 +139,31 @@ class GeneticAlgorithm:
         self.vectors = torch.stack([initialize(seed).float() for (seed,) in self.genomes])
         self.table = NoiseTable.for_dim(self.vectors.shape[1])
         self.has_elite = False
+
+    Options = GAOptions
+
+    @classmethod
+    def build(cls, setup: Setup, options: GAOptions) -> GeneticAlgorithm:
+        """Members are initialized like the setup's policy; elites replay on its evaluator."""
+        policy = setup.policy
+        spaces = policy.observation_space, policy.action_space
+
+        def initialize(seed: int) -> Tensor:
+            with torch.random.fork_rng():
+                torch.manual_seed(seed)
+                return get_flat(type(policy)(*spaces, **policy.options()))
+
+        return cls(
+            initialize,
+            setup.sigma,
+            setup.popsize,
+            options.parents,
+            options.elite_candidates,
+            options.elite_episodes,
+            options.crossover,
+            evaluate=setup.evaluate,
+            seed=setup.seed,
+        )
 
     @property
     def mean(self) -> Tensor:
@@ -205,6 +231,11 @@ class GeneticAlgorithm:
         }
 
     def load_state_dict(self, state: dict) -> None:
+        if "init" in state:
+            raise ValueError(
+                "this genetic algorithm state was saved by neuroes 0.1, whose first generation "
+                "mutated one network; it cannot be resumed (its saved policy still loads)"
+            )
         self.genomes, self.has_elite = list(state["genomes"]), state["has_elite"]
         self.generator.set_state(state["generator"])
         memo: dict = {}

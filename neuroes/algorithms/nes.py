@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from neuroes.algorithms.base import GaussianES, returns_tensor
+from neuroes.algorithms.gaussian import GaussianES, returns_tensor
 from neuroes.distributions import Normal
 from neuroes.objectives import fitness
 from neuroes.rollout import Rollouts

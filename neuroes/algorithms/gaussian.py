@@ -1,0 +1,178 @@
+"""The generation step shared by every Gaussian search distribution (NES, MaxVar, MaxEnt, ...).
+
+``ask`` samples a mirrored Normal population around the mean; ``tell`` differentiates the
+objective through :func:`neuroes.expectation` and steps a ``torch.optim`` optimizer. Gaussian
+algorithms differ only in :meth:`GaussianES.objective`, the scalar to maximize, built with
+:mod:`neuroes.objectives`.
+
+Gradient convention: the objective is differentiated by :func:`neuroes.expectation`, so the
+search gradient of the mean is ``mean(shaped_fitness * eps) / sigma`` (1/sigma included).
+Weight decay ``c`` is OpenAI-ES's ``l2coeff`` (Salimans et al., 2017): their step direction is
+``mean(shaped_fitness * eps) - c * mu``, without 1/sigma, so here the whole direction is divided
+by sigma and the gradient becomes ``(mean(shaped_fitness * eps) - c * mu) / sigma``; a
+coefficient copied from their configs means the same here. The optimizer minimizes
+``-objective``, so ``lr`` is the usual ``torch.optim`` learning rate.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from neuroes import shaping
+from neuroes.agents import get_flat
+from neuroes.algorithms.base import Setup, option, require_positive
+from neuroes.distributions import Normal
+from neuroes.noise import NoiseTable
+from neuroes.population import Population
+from neuroes.rollout import Rollouts
+
+OPTIMIZERS = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD}
+
+
+@dataclass
+class GaussianOptions:
+    """Options of every Gaussian algorithm."""
+
+    lr: float = option("Adam learning rate of the distribution's mean", 0.03)
+    learn_sigma: bool = option("learn sigma (log-parametrized) along with the mean", False)
+    sigma_lr: float = option("learning rate of log-sigma when it is learned", 0.01)
+    weight_decay: float = option(
+        "L2 coefficient on the mean, as OpenAI-ES's l2coeff: the mean's gradient is "
+        "(mean(ranks * eps) - c * mu) / sigma",
+        0.0,
+    )
+
+
+class GaussianES:
+    """A Normal population around ``mu`` trained by ``torch.optim`` on an objective.
+
+    Subclasses define :meth:`objective` and, when they take more options, ``Options`` (a
+    subclass of :class:`GaussianOptions` whose fields are keyword arguments of ``__init__``).
+
+    Args:
+        mu: the initial mean (the flattened policy).
+        sigma: initial standard deviation (isotropic).
+        popsize: members per generation (even when mirrored).
+        lr: learning rate of the mean.
+        mirrored: antithetic sampling.
+        learn_sigma: learn log-sigma too, with learning rate ``sigma_lr``.
+        weight_decay: L2 coefficient on the mean, OpenAI-ES's ``l2coeff`` (module docstring).
+        optimizer: a name in ``OPTIMIZERS``.
+        seed: seeds the generator of the noise seeds.
+    """
+
+    Options = GaussianOptions
+
+    def __init__(
+        self,
+        mu: Tensor,
+        sigma: float,
+        popsize: int,
+        lr: float,
+        mirrored: bool = True,
+        learn_sigma: bool = False,
+        sigma_lr: float = 0.01,
+        weight_decay: float = 0.0,
+        optimizer: str = "adam",
+        seed: int = 0,
+    ) -> None:
+        require_positive(popsize=popsize, sigma=sigma, lr=lr, sigma_lr=sigma_lr)
+        if mirrored and popsize % 2:
+            raise ValueError(f"popsize must be even for mirrored sampling, got {popsize}")
+        if not weight_decay >= 0:
+            raise ValueError(f"weight_decay must not be negative, got {weight_decay}")
+        if optimizer not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {optimizer!r}; accepted: {', '.join(OPTIMIZERS)}")
+        self.mu = mu.detach().clone().float().requires_grad_(True)
+        self.log_sigma = torch.tensor(float(np.log(sigma)), requires_grad=learn_sigma)
+        self.popsize, self.mirrored, self.weight_decay = popsize, mirrored, weight_decay
+        groups = [{"params": [self.mu], "lr": lr}]
+        if learn_sigma:
+            groups.append({"params": [self.log_sigma], "lr": sigma_lr})
+        self.optimizer = OPTIMIZERS[optimizer](groups)
+        self.generator = torch.Generator().manual_seed(seed)
+        self.table = NoiseTable.for_dim(self.mu.numel())
+
+    @classmethod
+    def build(cls, setup: Setup, options: GaussianOptions) -> GaussianES:
+        """Starts from the setup's policy; the options are keyword arguments of ``__init__``."""
+        mu = get_flat(setup.policy)
+        kwargs = dataclasses.asdict(options)
+        return cls(mu, setup.sigma, setup.popsize, seed=setup.seed, **kwargs)
+
+    @property
+    def sigma(self) -> float:
+        return float(self.log_sigma.exp())
+
+    @property
+    def mean(self) -> Tensor:
+        """The distribution's mean: the parameters of the policy being trained."""
+        return self.mu.detach()
+
+    def distribution(self) -> Normal:
+        return Normal(self.mu, self.log_sigma.exp(), self.mirrored, self.generator)
+
+    def ask(self) -> Population:
+        p = self.distribution()
+        seeds, signs = p.sample_seeds(self.popsize)
+        thetas = p.rebuild(seeds, signs, self.table)
+        mu, sigma = self.mu.detach().clone(), p.sigma.detach().clone()
+        return Population(thetas, seeds, signs, mu=mu, sigma=sigma, table=self.table)
+
+    def draws(self, population: Population) -> Tensor:
+        """The draws of :meth:`distribution` behind ``population``: its parameter vectors."""
+        return population.thetas
+
+    def objective(self, rollouts: Rollouts, sample: Tensor, p: Normal) -> Tensor:
+        """The scalar to maximize; each algorithm defines it."""
+        raise NotImplementedError
+
+    def tell(self, population: Population, rollouts: Rollouts) -> dict[str, float]:
+        """One optimizer step on ``-objective``; returns scalars worth logging."""
+        p = self.distribution()
+        gain = self.objective(rollouts, self.draws(population), p)
+        if self.weight_decay:
+            gain = gain + shaping.weight_decay(self.mu, self.weight_decay / self.sigma)
+        self.optimizer.zero_grad()
+        (-gain).backward()
+        grad_norm = float(self.mu.grad.norm())
+        self.optimizer.step()
+        return {
+            "es/objective": float(gain.detach()),
+            "es/grad_norm": grad_norm,
+            "es/sigma": self.sigma,
+            "es/param_norm": float(self.mu.detach().norm()),
+        }
+
+    def state_dict(self) -> dict:
+        return {
+            "mu": self.mu.detach().clone(),
+            "log_sigma": self.log_sigma.detach().clone(),
+            "optimizer": self.optimizer.state_dict(),
+            "generator": self.generator.get_state(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        with torch.no_grad():
+            self.mu.copy_(state["mu"])
+            self.log_sigma.copy_(state["log_sigma"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.generator.set_state(state["generator"])
+
+
+def returns_tensor(rollouts: Rollouts) -> Tensor:
+    return torch.as_tensor(rollouts.returns, dtype=torch.float32)
+
+
+def behaviors_tensor(rollouts: Rollouts) -> Tensor:
+    if rollouts.behaviors.shape[1] == 0:
+        raise ValueError(
+            "this environment has no behavior descriptor; evolvability objectives need one "
+            "(pass a descriptor function, or train with --algo nes)"
+        )
+    return torch.as_tensor(rollouts.behaviors, dtype=torch.float32)

@@ -1,0 +1,183 @@
+"""Every registered algorithm, through the registry: a new entry is tested the moment it is added.
+
+Each one must improve on a toy problem, round-trip its state through a checkpoint, resume a
+training run exactly, and give the same run on two worker processes as in one process.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from gymnasium.spaces import Box
+
+from neuroes import checkpoint, train
+from neuroes.agents import get_flat, make_policy
+from neuroes.algorithms import ALGORITHMS, Setup, make_algorithm, option_names
+from neuroes.config import Config
+from neuroes.presets import GENERIC, PRESETS
+from neuroes.rollout import Rollouts
+
+NAMES = list(ALGORITHMS)
+REFERENCE = Path(__file__).parent / "data" / "cartpole-5-generations.pt"
+# Options of the reference runs, chosen so that every option path is exercised.
+REFERENCE_OPTIONS = {
+    "nes": {},
+    "maxvar": {"fitness_weight": 0.5},
+    "maxent": {"bandwidth": 0.5},
+    "ga": {"parents": 4, "elite_candidates": 3, "elite_episodes": 2, "crossover": 0.5},
+    "enas": {"controller_lr": 0.5},
+}
+# Small-population options for algorithms whose defaults assume large populations.
+SMALL = {"ga": {"parents": 4, "elite_candidates": 3, "elite_episodes": 2}}
+
+
+def _rollouts(returns: np.ndarray, behaviors: np.ndarray) -> Rollouts:
+    n = len(returns)
+    ones, zeros = np.ones(n), np.zeros((n, 1))
+    return Rollouts(returns, ones, behaviors, ones.astype(np.int64), zeros, zeros)
+
+
+def _fitness(thetas: torch.Tensor) -> np.ndarray:
+    return -(thetas.double() - 0.5).pow(2).sum(1).numpy()
+
+
+def _interference(thetas: torch.Tensor) -> np.ndarray:
+    """EvoGrad's 5 sin(0.2x) sin(20x) of the first parameter: its spread under noise grows
+    with |x| up to x = pi/0.4."""
+    x = thetas[:, :1].double().numpy()
+    return 5 * np.sin(0.2 * x) * np.sin(20 * x)
+
+
+def _fitness_gain(algorithm, generations: int) -> tuple[float, float]:
+    before = _fitness(algorithm.mean.unsqueeze(0))[0]
+    for _ in range(generations):
+        population = algorithm.ask()
+        returns = _fitness(population.thetas)
+        algorithm.tell(population, _rollouts(returns, _interference(population.thetas)))
+    return before, _fitness(algorithm.mean.unsqueeze(0))[0]
+
+
+def _spread_gain(algorithm, generations: int) -> tuple[float, float]:
+    def spread() -> float:
+        return float(_interference(algorithm.ask().thetas).var())
+
+    before = spread()
+    _fitness_gain(algorithm, generations)
+    return before, spread()
+
+
+# What "improves" means for each algorithm; fitness unless stated.
+TOY = {"maxvar": _spread_gain, "maxent": _spread_gain}
+
+
+def _toy_setup(popsize: int = 40) -> Setup:
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        policy = make_policy("linear", Box(-1, 1, (4,)), Box(-1, 1, (2,)))
+    return Setup(policy, popsize=popsize, sigma=0.3, seed=1)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_improves_on_a_toy_problem(name) -> None:
+    options = SMALL.get(name, {}) | ({"lr": 0.1} if "lr" in option_names(name) else {})
+    algorithm = make_algorithm(name, _toy_setup(), options)
+    before, after = TOY.get(name, _fitness_gain)(algorithm, 40)
+    assert after > before + 0.25 * abs(before), (before, after)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_state_round_trips_through_a_checkpoint(name, tmp_path) -> None:
+    """A restored algorithm asks for the same population and makes the same update."""
+    setup, options = _toy_setup(12), SMALL.get(name, {})
+    algorithm = make_algorithm(name, setup, options)
+    _fitness_gain(algorithm, 2)
+    path = tmp_path / "state.pt"
+    payload = {"policy": setup.policy, "normalizer": None, "algorithm": algorithm.state_dict()}
+    checkpoint.save(path, payload)
+    restored = make_algorithm(name, setup, options)
+    restored.load_state_dict(checkpoint.read(path)["algorithm"])
+    for copy in (algorithm, restored):
+        _fitness_gain(copy, 1)
+    assert torch.equal(algorithm.ask().thetas, restored.ask().thetas)
+    assert torch.equal(algorithm.mean, restored.mean)
+
+
+def _config(tmp_path: Path, name: str, algo: str, **fields) -> Config:
+    common = {"popsize": 16, "eval_episodes": 2, "seed": 3, "progress": False,
+              "target_return": math.inf, "checkpoint_every": 1}  # fmt: skip
+    return Config("CartPole-v1", algo, options=SMALL.get(algo, {}), logdir=str(tmp_path / name),
+                  **(common | fields))  # fmt: skip
+
+
+def _final(summary: train.Summary) -> dict:
+    return checkpoint.read(summary.run_dir / "checkpoint.pt")
+
+
+def _assert_same_run(a: dict, b: dict) -> None:
+    assert torch.equal(get_flat(a["policy"]), get_flat(b["policy"]))
+    assert torch.equal(a["normalizer"].total, b["normalizer"].total)
+    assert (a["generation"], a["env_steps"]) == (b["generation"], b["env_steps"])
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_resumed_run_equals_an_uninterrupted_one(name, tmp_path) -> None:
+    whole = train.train(_config(tmp_path, "whole", name, generations=4))
+    half = train.train(_config(tmp_path, "half", name, generations=2))
+    resume = Config("CartPole-v1", resume=str(half.run_dir / "checkpoint.pt"))
+    resumed = train.train(resume, {"generations": 4, "progress": False})
+    _assert_same_run(_final(whole), _final(resumed))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_two_worker_processes_give_the_in_process_run(name, tmp_path) -> None:
+    alone = train.train(_config(tmp_path, "alone", name, generations=3))
+    workers = train.train(_config(tmp_path, "workers", name, generations=3, workers=2))
+    _assert_same_run(_final(alone), _final(workers))
+
+
+@pytest.mark.parametrize("name", list(REFERENCE_OPTIONS))
+def test_reference_runs_are_unchanged(name, tmp_path) -> None:
+    """5 CartPole generations per algorithm end where they ended when the registry was built
+    (``tests/data/cartpole-5-generations.pt``). Bitwise on the machine that recorded them; on
+    others, matrix kernels and numpy's sin/cos may round differently in the last bit, hence
+    the tolerance, far below the size of any change of behaviour."""
+    config = Config("CartPole-v1", name, options=REFERENCE_OPTIONS[name], popsize=16,
+                    generations=5, eval_episodes=2, seed=7, target_return=math.inf,
+                    progress=False, logdir=str(tmp_path / name))  # fmt: skip
+    expected = torch.load(REFERENCE, weights_only=True)[name]
+    final = get_flat(_final(train.train(config))["policy"])
+    torch.testing.assert_close(final, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_every_preset_key_is_a_run_field_or_an_option() -> None:
+    fields = {item.name for item in dataclasses.fields(Config)}
+    options = {option for name in NAMES for option in option_names(name)}
+    for row in [GENERIC, *PRESETS.values()]:
+        assert set(row) <= fields | options, set(row) - fields - options
+
+
+def test_an_option_of_another_algorithm_is_one_line_exit_2(capsys, tmp_path) -> None:
+    argv = ["CartPole-v1", "--algo", "nes", "--parents", "5", "--logdir", str(tmp_path / "r")]
+    assert train.main(argv) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines == ["error: --parents is an option of ga, not of --algo nes"]
+    assert not (tmp_path / "r").exists()
+
+
+def test_help_lists_each_algorithms_options_under_its_name(capsys) -> None:
+    assert train.main(["--help"]) == 0
+    heading, section = "", {}
+    for line in capsys.readouterr().out.splitlines():
+        if line and not line.startswith(" "):
+            heading = line.rstrip(":")
+        elif line.startswith("  --"):
+            section[line.split()[0].rstrip(",")] = heading
+    for name in NAMES:
+        for option in option_names(name):
+            heading = section["--" + option.replace("_", "-")]
+            assert name in heading.removeprefix("options of ").split(", "), (name, heading)
