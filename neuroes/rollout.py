@@ -102,6 +102,25 @@ class Rollouts:
     def __getitem__(self, rows) -> Rollouts:
         return Rollouts(*(getattr(self, f.name)[rows] for f in fields(self)))
 
+    @classmethod
+    def of(cls, fitness, behaviors=None) -> Rollouts:
+        """Results of a black-box evaluation: one fitness per member (array-like, (P,)) and
+        optionally behaviors (P, k); no episodes, steps or observations."""
+        returns = np.asarray(torch.as_tensor(fitness).detach().cpu(), dtype=np.float64)
+        if returns.ndim != 1:
+            raise ValueError(f"fitness must have one value per member, got shape {returns.shape}")
+        n = len(returns)
+        if behaviors is None:
+            behaviors = np.zeros((n, 0))
+        behaviors = np.asarray(torch.as_tensor(behaviors).detach().cpu(), dtype=np.float64)
+        behaviors = behaviors.reshape(n, -1) if behaviors.ndim == 1 else behaviors
+        if behaviors.ndim != 2 or len(behaviors) != n:
+            raise ValueError(
+                f"behaviors must be ({n}, k) for {n} fitness values, got shape {behaviors.shape}"
+            )
+        empty = np.zeros((n, 0))
+        return cls(returns, np.zeros(n), behaviors, np.zeros(n, dtype=np.int64), empty, empty)
+
     @staticmethod
     def concatenate(parts: Sequence[Rollouts]) -> Rollouts:
         return Rollouts(

@@ -36,12 +36,6 @@ REFERENCE_OPTIONS = {
 SMALL = {"ga": {"parents": 4, "elite_candidates": 3, "elite_episodes": 2}}
 
 
-def _rollouts(returns: np.ndarray, behaviors: np.ndarray) -> Rollouts:
-    n = len(returns)
-    ones, zeros = np.ones(n), np.zeros((n, 1))
-    return Rollouts(returns, ones, behaviors, ones.astype(np.int64), zeros, zeros)
-
-
 def _fitness(thetas: torch.Tensor) -> np.ndarray:
     return -(thetas.double() - 0.5).pow(2).sum(1).numpy()
 
@@ -58,7 +52,7 @@ def _fitness_gain(algorithm, generations: int) -> tuple[float, float]:
     for _ in range(generations):
         population = algorithm.ask()
         returns = _fitness(population.thetas)
-        algorithm.tell(population, _rollouts(returns, _interference(population.thetas)))
+        algorithm.tell(population, Rollouts.of(returns, _interference(population.thetas)))
     return before, _fitness(algorithm.mean.unsqueeze(0))[0]
 
 
@@ -88,6 +82,25 @@ def test_improves_on_a_toy_problem(name) -> None:
     algorithm = make_algorithm(name, _toy_setup(), options)
     before, after = TOY.get(name, _fitness_gain)(algorithm, 40)
     assert after > before + 0.25 * abs(before), (before, after)
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if n not in TOY])
+def test_tell_takes_plain_fitness_values(name) -> None:
+    """As in evosax: ``tell`` with one fitness per member, a tensor or an array."""
+    told = [make_algorithm(name, _toy_setup(12), SMALL.get(name, {})) for _ in range(3)]
+    forms = (Rollouts.of, lambda f: torch.as_tensor(f), lambda f: f.tolist())
+    for _ in range(3):
+        for algorithm, form in zip(told, forms, strict=True):
+            population = algorithm.ask()
+            algorithm.tell(population, form(_fitness(population.thetas)))
+    assert torch.equal(told[0].mean, told[1].mean) and torch.equal(told[0].mean, told[2].mean)
+
+
+def test_bad_plain_fitness_is_a_one_line_error() -> None:
+    with pytest.raises(ValueError, match=r"one value per member, got shape \(3, 2\)"):
+        Rollouts.of(np.zeros((3, 2)))
+    with pytest.raises(ValueError, match=r"behaviors must be \(3, k\)"):
+        Rollouts.of(np.zeros(3), np.zeros((4, 2)))
 
 
 @pytest.mark.parametrize("name", NAMES)

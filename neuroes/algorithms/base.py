@@ -12,10 +12,11 @@ The trainer, the config and the command line know nothing else of it.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
+import numpy as np
 from torch import Tensor
 
 from neuroes.agents import Policy
@@ -25,6 +26,10 @@ from neuroes.rollout import Rollouts
 Evaluate = Callable[[Tensor, int, int], Rollouts]
 """``evaluate(thetas, episodes, seed)``: rollouts of the vectors ``thetas`` (P, d) over
 ``episodes`` episodes each, episode ``e`` starting from ``reset(seed=seed + e)``."""
+
+
+Results = Rollouts | Tensor | np.ndarray | Sequence[float]
+"""What ``tell`` takes: rollouts, or plain fitness values, one per member (higher is better)."""
 
 
 @dataclass(frozen=True)
@@ -59,8 +64,9 @@ class Algorithm(Protocol):
         """This generation's members."""
         ...
 
-    def tell(self, population: Population, rollouts: Rollouts) -> dict[str, float]:
-        """Update from the members' rollouts; returns scalars to log, tagged ``prefix/name``."""
+    def tell(self, population: Population, results: Results) -> dict[str, float]:
+        """Update from the members' results (:func:`as_rollouts`); returns scalars to log,
+        tagged ``prefix/name``."""
         ...
 
     @property
@@ -75,6 +81,12 @@ class Algorithm(Protocol):
     def load_state_dict(self, state: dict) -> None:
         """Restore a :meth:`state_dict` into an algorithm built with the same setup."""
         ...
+
+
+def as_rollouts(results: Results) -> Rollouts:
+    """``results`` as :class:`Rollouts`: rollouts as they are, plain fitness values (one per
+    member) as :meth:`Rollouts.of` them. Every ``tell`` starts with this."""
+    return results if isinstance(results, Rollouts) else Rollouts.of(results)
 
 
 def option(help: str, default: Any, **cli: Any) -> Any:

@@ -29,12 +29,11 @@ from torch import Tensor
 
 from neuroes.agents import get_flat
 from neuroes.agents.masked import SPACES, SearchSpace, make_space
-from neuroes.algorithms.base import Setup, option, require_positive
+from neuroes.algorithms.base import Results, Setup, option, require_positive
 from neuroes.algorithms.gaussian import GaussianOptions
 from neuroes.algorithms.nes import NES
 from neuroes.distributions import Distribution, Joint, Normal
 from neuroes.population import Population
-from neuroes.rollout import Rollouts
 
 
 @dataclass
@@ -114,10 +113,10 @@ class ENAS(NES):
         weights = self.weights().rebuild(population.seeds, population.signs, self.table)
         return Joint.join(weights, population.topologies)
 
-    def tell(self, population: Population, rollouts: Rollouts) -> dict[str, float]:
+    def tell(self, population: Population, results: Results) -> dict[str, float]:
         with torch.no_grad():
             entropy = -self.controller().log_prob(population.topologies).mean()
-        scalars = super().tell(population, rollouts)
+        scalars = super().tell(population, results)
         self.topology = self.controller().mode()
         return scalars | {
             "enas/controller_entropy": float(entropy),

@@ -35,10 +35,9 @@ import torch
 from torch import Tensor
 
 from neuroes.agents import get_flat
-from neuroes.algorithms.base import Evaluate, Setup, option, require_positive
+from neuroes.algorithms.base import Evaluate, Results, Setup, as_rollouts, option, require_positive
 from neuroes.noise import NoiseTable
 from neuroes.population import Population
-from neuroes.rollout import Rollouts
 
 Genome = tuple
 Initialize = Callable[[int], Tensor]
@@ -179,8 +178,9 @@ class GeneticAlgorithm:
         newest = torch.tensor([genome[-1] for genome in self.genomes])
         return Population(self.vectors, newest, signs)
 
-    def tell(self, population: Population, rollouts: Rollouts) -> dict[str, float]:
+    def tell(self, population: Population, results: Results) -> dict[str, float]:
         """Select the elite and the parents, and breed the next population."""
+        rollouts = as_rollouts(results)
         returns = torch.as_tensor(rollouts.returns, dtype=torch.float64)
         ranked = returns.argsort(descending=True, stable=True).tolist()
         if self.has_elite:  # the previous elite is member 0

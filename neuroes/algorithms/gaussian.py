@@ -25,7 +25,7 @@ from torch import Tensor
 
 from neuroes import shaping
 from neuroes.agents import get_flat
-from neuroes.algorithms.base import Setup, option, require_positive
+from neuroes.algorithms.base import Results, Setup, as_rollouts, option, require_positive
 from neuroes.distributions import Normal
 from neuroes.noise import NoiseTable
 from neuroes.population import Population
@@ -132,8 +132,9 @@ class GaussianES:
         """The scalar to maximize; each algorithm defines it."""
         raise NotImplementedError
 
-    def tell(self, population: Population, rollouts: Rollouts) -> dict[str, float]:
+    def tell(self, population: Population, results: Results) -> dict[str, float]:
         """One optimizer step on ``-objective``; returns scalars worth logging."""
+        rollouts = as_rollouts(results)
         p = self.distribution()
         gain = self.objective(rollouts, self.draws(population), p)
         if self.weight_decay:
