@@ -117,6 +117,8 @@ class MLPPolicy(Policy):
             raise ValueError(
                 f"unknown activation {activation!r}; accepted: {', '.join(ACTIVATIONS)}"
             )
+        if not all(isinstance(size, int | np.integer) and size > 0 for size in hidden):
+            raise ValueError(f"hidden layer sizes must be positive integers, got {list(hidden)}")
         super().__init__(observation_space, action_space, box)
         self.activation = activation
         self.hidden = [int(size) for size in hidden]
@@ -168,6 +170,8 @@ class GRUPolicy(Policy):
         hidden_size: int = 32,
         box: str = "tanh",
     ) -> None:
+        if not (isinstance(hidden_size, int) and hidden_size > 0):
+            raise ValueError(f"hidden_size must be a positive integer, got {hidden_size}")
         super().__init__(observation_space, action_space, box)
         self.hidden_size = hidden_size
         self.cell = nn.GRUCell(self.obs_dim, hidden_size)

@@ -11,6 +11,7 @@ cloudpickle file).
 
 from __future__ import annotations
 
+import copy
 import os
 import pickle
 import tempfile
@@ -47,14 +48,12 @@ class CheckpointError(ValueError):
     """A checkpoint is missing, unreadable, untrusted, or not a neuroes checkpoint."""
 
 
-def save(path: str | Path, payload: dict[str, Any]) -> None:
-    """Write ``payload`` to ``path`` atomically: a crash leaves the previous file intact.
+def encode(payload: dict[str, Any]) -> dict[str, Any]:
+    """``payload`` as the plain data a checkpoint holds (a copy, unaffected by later training).
 
     ``payload["policy"]`` and ``payload["normalizer"]`` are modules, stored as data; the other
-    values must be tensors and plain containers. The data goes to a temporary file in the same
-    folder, is flushed to disk, and then replaces ``path`` in one rename.
+    values must be tensors and plain containers.
     """
-    path = Path(path)
     data = {
         "format": FORMAT,
         "version": VERSION,
@@ -62,6 +61,14 @@ def save(path: str | Path, payload: dict[str, Any]) -> None:
         "policy": _policy_to_data(payload["policy"]),
         "normalizer": _normalizer_to_data(payload["normalizer"]),
     }
+    return copy.deepcopy(data)
+
+
+def write(path: str | Path, data: dict[str, Any]) -> None:
+    """Write :func:`encode`'s ``data`` to ``path`` atomically: a crash leaves the previous file
+    intact. The data goes to a temporary file in the same folder, is flushed to disk, and then
+    replaces ``path`` in one rename."""
+    path = Path(path)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(handle, "wb") as file:
@@ -72,6 +79,11 @@ def save(path: str | Path, payload: dict[str, Any]) -> None:
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def save(path: str | Path, payload: dict[str, Any]) -> None:
+    """Write ``payload`` (see :func:`encode`) to ``path`` atomically (see :func:`write`)."""
+    write(path, encode(payload))
 
 
 def read(path: str | Path, trust: bool = False) -> dict[str, Any]:

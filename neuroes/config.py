@@ -8,8 +8,11 @@ The algorithm's own settings live in ``options``, checked against the options da
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
+
+import torch
 
 from neuroes.algorithms import ALGORITHMS, option_names, options_of
 from neuroes.presets import defaults_for
@@ -38,6 +41,7 @@ class Config:
     seed: int = _help("seed of the run: noise, episodes and policy initialization", 0)
     logdir: str | None = _help("run folder (default runs/<env>-<algo>-<time>)")
     resume: str | None = _help("continue the run saved in this checkpoint")
+    overwrite: bool = _help("replace the run already in --logdir (its files are deleted)", False)
     trust: bool = _help(
         "with --resume: also read a checkpoint that holds code (a user-defined policy, or the "
         "pickle format of neuroes 0.1); only for files from a source you trust",
@@ -101,4 +105,20 @@ class Config:
             raise ValueError(f"max_steps must be positive, got {config.max_steps}")
         if config.time_limit is not None and not config.time_limit > 0:
             raise ValueError(f"time_limit must be positive, got {config.time_limit}")
+        if config.target_return is not None and math.isnan(config.target_return):
+            raise ValueError("target_return must be a number, got nan")
+        _check_device(config.device)
         return config
+
+
+def _check_device(device: str) -> None:
+    """ValueError unless torch can run on ``device`` here."""
+    try:
+        kind = torch.device(device).type
+    except RuntimeError:
+        raise ValueError(f"unknown device {device!r}; accepted: cpu, cuda, cuda:N") from None
+    if kind == "cuda" and not torch.cuda.is_available():
+        why = "no CUDA device is visible" if torch.version.cuda else "this torch is a CPU build"
+        raise ValueError(f"device {device!r} is not available: {why}; use --device cpu")
+    if kind not in ("cpu", "cuda"):
+        raise ValueError(f"unsupported device {device!r}; accepted: cpu, cuda, cuda:N")

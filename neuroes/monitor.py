@@ -19,13 +19,14 @@ from tqdm import tqdm  # noqa: E402
 
 
 class Monitor:
-    """Logs one run into ``run_dir``; ``start`` is the first generation (non-zero on resume)."""
+    """Logs one run into ``run_dir``; ``start`` counts the generations already completed."""
 
     def __init__(
         self, run_dir: Path, config: dict, start: int, generations: int, progress: bool = True
     ) -> None:
         self.run_dir = run_dir
-        self.writer = SummaryWriter(str(run_dir), purge_step=start or None)
+        # Generation g is logged at step g: a resumed run drops what followed its checkpoint.
+        self.writer = SummaryWriter(str(run_dir), purge_step=start + 1 if start else None)
         if not start:
             rows = "\n".join(f"|{key}|{value}|" for key, value in config.items())
             self.writer.add_text("config", f"|parameter|value|\n|-|-|\n{rows}")

@@ -11,9 +11,15 @@ Each run writes a folder with ``config.json``, TensorBoard event files, ``checkp
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import shutil
+import signal
 import sys
+import threading
 import time
+import traceback
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +28,7 @@ from neuroes.config import Config
 from neuroes.presets import GENERIC, PRESETS
 from neuroes.rollout import RolloutError
 from neuroes.shards import WorkerError
-from neuroes.trainer import Run
+from neuroes.trainer import DivergedError, Run
 
 
 @dataclass
@@ -38,21 +44,62 @@ class Summary:
     solved: bool
 
 
+class RunStopped(RuntimeError):
+    """Training stopped before its end; the message says why and what is on disk."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM; the message says what is on disk."""
+
+    def __init__(self, message: str, signal_number: int) -> None:
+        super().__init__(message)
+        self.signal_number = signal_number
+
+
+RUN_FILES = ("config.json", "checkpoint.pt", "best.pt", "events.out.tfevents.*", "behaviors_*.png")
+
+
 def train(config: Config, resume_overrides: dict | None = None) -> Summary:
-    """Run (or, with ``config.resume``, continue) the generation loop of ``config``."""
+    """Run (or, with ``config.resume``, continue) the generation loop of ``config``.
+
+    A fresh run refuses a folder that holds another run unless ``config.overwrite``. Ctrl-C or
+    SIGTERM writes the last completed generation to ``checkpoint.pt`` and raises
+    :class:`Interrupted`; an environment error, a worker failure or divergence raises
+    :class:`RunStopped`, leaving the last checkpoint as it was.
+    """
     if config.resume:
-        run = Run.resume(config.resume, resume_overrides or {}, config.logdir, config.trust)
+        overrides = {"env_id": config.env_id} | (resume_overrides or {})
+        run = Run.resume(config.resume, overrides, config.logdir, config.trust)
+        created = False
     else:
         config = config.resolved()
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        name = f"{config.env_id.replace('/', '_')}-{config.algo}-{stamp}"
-        run = Run.fresh(config, Path(config.logdir or Path("runs") / name))
-    try:
-        while not run.finished:
-            run.step()
-        run.save("checkpoint.pt")
-    finally:  # also on errors: stop the workers, flush the logs
-        run.close()
+        run_dir = _run_folder(config)
+        created = not run_dir.exists()
+        run = Run.fresh(config, run_dir)
+    with _sigterm_as_interrupt():
+        try:
+            while not run.finished:
+                run.step()
+            run.save_last_completed()
+        except KeyboardInterrupt as interrupt:
+            run.save_last_completed()
+            number = getattr(interrupt, "signal_number", signal.SIGINT)
+            raise Interrupted(f"interrupted; {run.on_disk()}", number) from None
+        except (RolloutError, WorkerError, DivergedError) as error:
+            if created and run.saved_generation is None:
+                run.close()
+                shutil.rmtree(run.run_dir, ignore_errors=True)
+                disk = "no checkpoint was written; the run folder was removed"
+            else:
+                disk = run.on_disk()
+            code = 3 if isinstance(error, DivergedError) else 2
+            raise RunStopped(f"{error}; training stopped, {disk}", code) from error
+        finally:  # also on errors: stop the workers, flush the logs
+            run.close()
     return Summary(
         run.run_dir,
         run.generation,
@@ -62,6 +109,47 @@ def train(config: Config, resume_overrides: dict | None = None) -> Summary:
         run.best_return,
         run.solved,
     )
+
+
+def _run_folder(config: Config) -> Path:
+    """``config.logdir``, emptied of a previous run's files with ``overwrite``; else a fresh
+    ``runs/<env>-<algo>-<time>`` (with a suffix if that exists). A folder holding a run is a
+    ValueError naming ``--resume`` and ``--overwrite``."""
+    if config.logdir is None:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        base = Path("runs") / f"{config.env_id.replace('/', '_')}-{config.algo}-{stamp}"
+        folder, suffix = base, 1
+        while folder.exists():
+            suffix += 1
+            folder = base.with_name(f"{base.name}-{suffix}")
+        return folder
+    folder = Path(config.logdir)
+    files = [path for pattern in RUN_FILES for path in folder.glob(pattern)]
+    if files and not config.overwrite:
+        raise ValueError(
+            f"{str(folder)!r} already holds a run; continue it with --resume "
+            f"{folder / 'checkpoint.pt'}, or replace it with --overwrite"
+        )
+    for path in files:
+        path.unlink()
+    return folder
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM (what cluster schedulers send) raises :class:`Interrupted`, like Ctrl-C."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(number: int, frame) -> None:
+        raise Interrupted("terminated", number)
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -82,6 +170,9 @@ def parser() -> argparse.ArgumentParser:
             cli.add_argument("env_id", help=item.metadata["help"])
         elif item.name != "options":
             _add_flag(cli, item)
+    cli.add_argument(
+        "--debug", action="store_true", help="print the full traceback of an error that stops a run"
+    )
     for declaring, items in _options_by_declaring_class().items():
         users = [name for name, cls in ALGORITHMS.items() if issubclass(cls.Options, declaring)]
         group = cli.add_argument_group(f"options of {', '.join(users)}")
@@ -137,6 +228,7 @@ def main(argv: list[str] | None = None) -> int:
         args = vars(parser().parse_args(argv))
     except SystemExit as exit:  # --help, or a usage error already printed on one line
         return int(exit.code or 0)
+    debug = args.pop("debug", False)
     fields = {item.name for item in dataclasses.fields(Config)}
     options = {key: args.pop(key) for key in list(args) if key not in fields}
     try:
@@ -150,11 +242,16 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    except (RolloutError, WorkerError) as error:
-        print(f"error: {error}; training stopped, the last checkpoint is intact", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted; the last checkpoint is intact", file=sys.stderr)
+    except RunStopped as error:
+        if debug:
+            traceback.print_exception(error.__cause__, file=sys.stderr)
+        print(f"error: {error}", file=sys.stderr)
+        return error.exit_code
+    except Interrupted as interrupt:
+        print(interrupt, file=sys.stderr)
+        return 128 + interrupt.signal_number
+    except KeyboardInterrupt:  # before the run started
+        print("interrupted; no checkpoint was written", file=sys.stderr)
         return 130
     state = "solved" if summary.solved else "stopped"
     print(

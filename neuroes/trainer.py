@@ -43,6 +43,17 @@ def stream_seed(seed: int, generation: int, stream: int) -> int:
 TRAINING, EVALUATION, CONFIRMATION = range(3)
 
 
+RESUMABLE = frozenset(
+    {"generations", "time_limit", "target_return", "confirm_episodes", "checkpoint_every",
+     "scatter_every", "workers", "ray", "device", "progress"}
+)  # fmt: skip
+"""Config fields that a resumed run may change: they do not change what is computed."""
+
+
+class DivergedError(RuntimeError):
+    """The search distribution's parameters became non-finite."""
+
+
 class Run:
     """A training run's state; ``generation`` counts completed generations.
 
@@ -67,10 +78,14 @@ class Run:
         self.algorithm = make_algorithm(config.algo, setup, config.options)
         self.generation, self.best_return, self.eval_return = 0, -math.inf, None
         self.env_steps, self.wall_time, self.solved = 0, 0.0, False
+        self.saved_generation: int | None = None  # of run_dir/checkpoint.pt, if there is one
         if state is not None:
             self.algorithm.load_state_dict(state["algorithm"])
             self.generation, self.best_return = state["generation"], state["best_return"]
             self.env_steps, self.wall_time = state["env_steps"], state["wall_time"]
+            if (run_dir / "checkpoint.pt").is_file():
+                self.saved_generation = checkpoint.read(run_dir / "checkpoint.pt")["generation"]
+        self.last_completed = checkpoint.encode(self.payload())
         spec = WorkerSpec(config.env_id, policy, device=config.device)
         self.backend = make_backend(spec, normalizer, config.workers, config.ray)
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -99,18 +114,46 @@ class Run:
     def resume(
         cls, path: str, overrides: dict, logdir: str | None = None, trust: bool = False
     ) -> Run:
-        """Continue the run saved in checkpoint ``path``; ``overrides`` replace config fields
-        (an algorithm option replaces that entry of ``options``). ``trust`` also reads
-        checkpoints that hold code (see :func:`neuroes.checkpoint.read`)."""
+        """Continue the run saved in checkpoint ``path``.
+
+        ``overrides`` may change what does not define the run (``RESUMABLE``: generations, time
+        limit, target, workers, ...); a different value of anything else, an algorithm option
+        included, is a ValueError listing the differences. ``trust`` also reads checkpoints
+        that hold code (see :func:`neuroes.checkpoint.read`).
+        """
         state = checkpoint.read(path, trust)
-        config = Config.from_dict(state["config"])
+        saved = Config.from_dict(state["config"])
         fields = {item.name for item in dataclasses.fields(Config)}
-        options = {key: value for key, value in overrides.items() if key not in fields}
-        config = dataclasses.replace(
-            config,
-            **{key: value for key, value in overrides.items() if key in fields},
-            options=config.options | options,
-        )
+        changed = {
+            name: value
+            for name, value in overrides.items()
+            if _comparable(value)
+            != _comparable(getattr(saved, name) if name in fields else saved.options.get(name))
+        }
+        fixed = sorted(name for name in changed if name not in RESUMABLE)
+        if fixed:
+            listed = ", ".join(
+                f"{_flag(name)} {_shown(changed[name])} (saved: "
+                f"{_shown(getattr(saved, name) if name in fields else saved.options.get(name))})"
+                for name in fixed
+            )
+            raise ValueError(
+                f"cannot resume {path!r} with other settings that define the run: {listed}; "
+                f"start a new run instead"
+            )
+        config = dataclasses.replace(saved, **changed)
+        config.resolved()  # checks the changed values
+        generation = state["generation"]
+        if generation >= config.generations:
+            raise ValueError(
+                f"the run in {path!r} is already at generation {generation}; pass "
+                f"--generations M (M > {generation}) to continue it"
+            )
+        if config.time_limit is not None and state["wall_time"] >= config.time_limit:
+            raise ValueError(
+                f"the run in {path!r} already used its time limit ({config.time_limit:g} s); "
+                f"pass a larger --time-limit to continue it"
+            )
         run_dir = Path(logdir) if logdir else Path(path).parent
         return cls(config, run_dir, state["policy"], state["normalizer"], state)
 
@@ -125,6 +168,12 @@ class Run:
         config, tick = self.config, time.perf_counter()
         # Ask, and evaluate the members with the mean policy riding along as extra rows.
         population = self.algorithm.ask()
+        broken = (~torch.isfinite(population.thetas).all(1)).nonzero().flatten().tolist()
+        if broken:
+            raise DivergedError(
+                f"diverged at generation {self.generation + 1}: members {_rows(broken)} have "
+                f"non-finite parameters (sigma or the mean overflowed); lower --lr"
+            )
         rollouts, self.eval_return = self.evaluate(population)
         scalars: dict[str, float] = {}
         # Keep the best mean policy, saved as evaluated: before this generation's update.
@@ -140,6 +189,11 @@ class Run:
             if self.normalizer is not None:
                 self.normalizer.update(*rollouts.observation_stats)
             scalars |= self.algorithm.tell(population, rollouts)
+            if not torch.isfinite(self.algorithm.mean).all():
+                raise DivergedError(
+                    f"diverged at generation {self.generation + 1}: the mean has non-finite "
+                    f"entries; lower --lr"
+                )
         # Log.
         self.env_steps += rollouts.env_steps
         self.generation += 1
@@ -155,9 +209,10 @@ class Run:
             if self.generation % config.scatter_every == 0 or self.solved:
                 self.monitor.scatter(self.generation, rollouts.behaviors, rollouts.returns)
         self.monitor.log(self.generation, scalars)
-        # Checkpoint.
+        # Checkpoint: keep this generation in memory, for an interrupt; on disk every so often.
+        self.last_completed = checkpoint.encode(self.payload())
         if self.generation % config.checkpoint_every == 0:
-            self.save("checkpoint.pt")
+            self.save_last_completed()
         return scalars
 
     def evaluate(self, population: Population) -> tuple[Rollouts, float]:
@@ -203,25 +258,39 @@ class Run:
         self.backend.close()
         self.monitor.close()
 
-    def save(self, name: str) -> None:
+    def payload(self) -> dict:
+        """The run's state as a checkpoint holds it, the mean policy in the policy module."""
         set_flat(self.policy, self.algorithm.mean)
-        checkpoint.save(
-            self.run_dir / name,
-            {
-                "env_id": self.config.env_id,
-                "env_kwargs": {},
-                "policy": self.policy,
-                "normalizer": self.normalizer,
-                "config": dataclasses.asdict(self.config),
-                "generation": self.generation,
-                "eval_return": self.eval_return,
-                "best_return": self.best_return,
-                "algorithm": self.algorithm.state_dict(),
-                "env_steps": self.env_steps,
-                "wall_time": self.wall_time,
-                "saved_at": time.time(),
-            },
-        )
+        return {
+            "env_id": self.config.env_id,
+            "env_kwargs": {},
+            "policy": self.policy,
+            "normalizer": self.normalizer,
+            "config": dataclasses.asdict(self.config),
+            "generation": self.generation,
+            "eval_return": self.eval_return,
+            "best_return": self.best_return,
+            "algorithm": self.algorithm.state_dict(),
+            "env_steps": self.env_steps,
+            "wall_time": self.wall_time,
+            "saved_at": time.time(),
+        }
+
+    def save(self, name: str) -> None:
+        """Write the run's current state to ``run_dir / name``."""
+        checkpoint.save(self.run_dir / name, self.payload())
+
+    def save_last_completed(self) -> None:
+        """Write the last completed generation to ``checkpoint.pt``, unless it is there."""
+        if self.saved_generation != self.last_completed["generation"]:
+            checkpoint.write(self.run_dir / "checkpoint.pt", self.last_completed)
+            self.saved_generation = self.last_completed["generation"]
+
+    def on_disk(self) -> str:
+        """What ``checkpoint.pt`` holds, in words."""
+        if self.saved_generation is None:
+            return "no checkpoint was written"
+        return f"{self.run_dir / 'checkpoint.pt'} holds generation {self.saved_generation}"
 
 
 def rollout_scalars(rollouts: Rollouts) -> dict[str, float]:
@@ -245,3 +314,22 @@ def behavior_scalars(behaviors: np.ndarray) -> dict[str, float]:
         "behavior/variance": float(np.trace(covariance)),
         "behavior/entropy": float(0.5 * (k * np.log(2 * np.pi * np.e) + logdet)),
     }
+
+
+def _rows(rows: list[int]) -> str:
+    """Row indices for a message: the first few, and how many more."""
+    shown = ", ".join(map(str, rows[:5]))
+    return shown + (f" and {len(rows) - 5} more" if len(rows) > 5 else "")
+
+
+def _comparable(value):
+    """Lists (from the command line) and tuples (from a config) compare equal."""
+    return tuple(value) if isinstance(value, list | tuple) else value
+
+
+def _shown(value) -> str:
+    return " ".join(map(str, value)) if isinstance(value, list | tuple) else str(value)
+
+
+def _flag(name: str) -> str:
+    return "the environment" if name == "env_id" else "--" + name.replace("_", "-")

@@ -10,6 +10,7 @@ state. ``--ray`` picks :class:`neuroes.distributed.RayWorkers`.
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import os
 import pickle
@@ -25,6 +26,13 @@ from neuroes.agents import ObservationNormalizer
 from neuroes.population import Population
 from neuroes.rollout import Rollouts
 from neuroes.shards import Backend, Broadcast, Pool, Shard, ShardEvaluator, WorkerError, WorkerSpec
+
+log = logging.getLogger(__name__)
+
+MAIN_GUARD = (
+    "worker processes import the main script, so a script that trains with --workers must "
+    'start training under `if __name__ == "__main__":`'
+)
 
 
 class InProcess:
@@ -135,7 +143,10 @@ class LocalWorkers(Pool):
                 conn.close()
                 process = self.processes[slot]
                 process.join(timeout=5)
-                events.append((slot, "died", f"exit code {process.exitcode}"))
+                why = f"exit code {process.exitcode}"
+                if slot in self.starting and hasattr(sys.modules["__main__"], "__file__"):
+                    why += f"; {MAIN_GUARD}"
+                events.append((slot, "died", why))
                 continue
             self.bytes_received += len(message)
             events.append((slot, *pickle.loads(message)))
@@ -172,6 +183,10 @@ def make_backend(
                 raise
             raise ValueError('--ray needs Ray: pip install "neuroes[ray]"') from None
         return RayWorkers(spec, normalizer, workers if workers > 1 else None, ray)
+    cores = os.cpu_count() or 1
+    if workers > cores:
+        log.warning("--workers %d is more than the %d cores here; using %d", workers, cores, cores)
+        workers = cores
     if workers > 1:
         return LocalWorkers(spec, normalizer, workers)
     return InProcess(spec, normalizer)

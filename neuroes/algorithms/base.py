@@ -12,6 +12,7 @@ The trainer, the config and the command line know nothing else of it.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
@@ -19,10 +20,11 @@ from typing import Any, ClassVar, Protocol
 import numpy as np
 from torch import Tensor
 
-from neuroes.agents import Policy
+from neuroes.agents import Policy, num_params
 from neuroes.population import Population
 from neuroes.rollout import Rollouts
 
+COPIES = 4  # float32 copies of the population's vectors alive at once: sample, rows, shards
 Evaluate = Callable[[Tensor, int, int], Rollouts]
 """``evaluate(thetas, episodes, seed)``: rollouts of the vectors ``thetas`` (P, d) over
 ``episodes`` episodes each, episode ``e`` starting from ``reset(seed=seed + e)``."""
@@ -47,6 +49,17 @@ class Setup:
     sigma: float
     seed: int = 0
     evaluate: Evaluate | None = None
+
+    def __post_init__(self) -> None:
+        """A population that cannot fit in memory is refused with the estimate."""
+        need = COPIES * self.popsize * num_params(self.policy) * 4
+        have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        if need > have:
+            raise ValueError(
+                f"popsize {self.popsize} with {num_params(self.policy)} parameters needs about "
+                f"{need / 2**30:.1f} GiB for the population's vectors; this machine has "
+                f"{have / 2**30:.1f} GiB"
+            )
 
 
 class Algorithm(Protocol):

@@ -7,11 +7,12 @@ NES objective to trade evolvability for quality.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from torch import Tensor
 
-from neuroes.algorithms.base import option
+from neuroes.algorithms.base import option, require_positive
 from neuroes.algorithms.gaussian import (
     GaussianES,
     GaussianOptions,
@@ -41,6 +42,8 @@ class MaxVar(GaussianES):
     Options = MaxVarOptions
 
     def __init__(self, *args, fitness_weight: float = 0.0, **kwargs) -> None:
+        if not math.isfinite(fitness_weight):
+            raise ValueError(f"fitness_weight must be a finite number, got {fitness_weight}")
         super().__init__(*args, **kwargs)
         self.fitness_weight = fitness_weight
 
@@ -63,8 +66,7 @@ class MaxEnt(MaxVar):
     Options = MaxEntOptions
 
     def __init__(self, *args, bandwidth: float = 1.0, **kwargs) -> None:
-        if not bandwidth > 0:
-            raise ValueError(f"bandwidth must be positive, got {bandwidth}")
+        require_positive(bandwidth=bandwidth)
         super().__init__(*args, **kwargs)
         self.bandwidth = bandwidth
 

@@ -17,6 +17,7 @@ coefficient copied from their configs means the same here. The optimizer minimiz
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -84,8 +85,8 @@ class GaussianES:
         require_positive(popsize=popsize, sigma=sigma, lr=lr, sigma_lr=sigma_lr)
         if mirrored and popsize % 2:
             raise ValueError(f"popsize must be even for mirrored sampling, got {popsize}")
-        if not weight_decay >= 0:
-            raise ValueError(f"weight_decay must not be negative, got {weight_decay}")
+        if not (math.isfinite(weight_decay) and weight_decay >= 0):
+            raise ValueError(f"weight_decay must be a finite number >= 0, got {weight_decay}")
         if optimizer not in OPTIMIZERS:
             raise ValueError(f"unknown optimizer {optimizer!r}; accepted: {', '.join(OPTIMIZERS)}")
         self.mu = mu.detach().clone().float().requires_grad_(True)

@@ -1,0 +1,174 @@
+"""Never lose a run: bad input, reused folders, resume mismatches, divergence, interrupts."""
+
+from __future__ import annotations
+
+import math
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from neuroes import checkpoint, train
+from neuroes.agents import get_flat
+from neuroes.algorithms import NES
+from neuroes.config import Config
+
+QUICK = ["--popsize", "8", "--eval-episodes", "1", "--max-steps", "50", "--no-progress"]
+
+
+def _cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "neuroes.train", *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=cwd)
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {path.name: path.read_bytes() for path in sorted(folder.iterdir())}
+
+
+@pytest.fixture(scope="module")
+def previous(tmp_path_factory) -> Path:
+    """A finished run of 2 generations whose files no failed command may touch."""
+    folder = tmp_path_factory.mktemp("previous") / "run"
+    done = _cli("CartPole-v1", "--generations", "2", "--target-return", "inf",
+                "--logdir", str(folder), *QUICK)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return folder
+
+
+def _corrupt(tmp: Path) -> str:
+    (tmp / "corrupt.pt").write_bytes(b"PK\x03\x04" + bytes(64))
+    return str(tmp / "corrupt.pt")
+
+
+# (arguments, with {previous} for the previous run's folder, expected exit code, message)
+BAD = [
+    (["Nope-v0"], 2, "unknown environment 'Nope-v0'"),
+    (["CartPole-v1", "--popsize", "0"], 2, "popsize must be a positive number"),
+    (["CartPole-v1", "--popsize", "7"], 2, "popsize must be even"),
+    (["CartPole-v1", "--popsize", "100000000"], 2, "GiB for the population's vectors"),
+    (["CartPole-v1", "--lr", "inf"], 2, "lr must be a positive number, got inf"),
+    (["CartPole-v1", "--lr", "nan"], 2, "lr must be a positive number, got nan"),
+    (["CartPole-v1", "--weight-decay", "nan"], 2, "weight_decay must be a finite number"),
+    (["CartPole-v1", "--algo", "maxvar", "--fitness-weight", "nan"], 2, "fitness_weight must"),
+    (["CartPole-v1", "--hidden", "-3"], 2, "hidden layer sizes must be positive integers"),
+    (["CartPole-v1", "--hidden", "0"], 2, "hidden layer sizes must be positive integers"),
+    (["CartPole-v1", "--algo", "nes", "--parents", "5"], 2, "--parents is an option of ga"),
+    (["CartPole-v1", "--lr", "1e308"], 3, "diverged at generation 1: the mean has non-finite"),
+    (["CartPole-v1", "--logdir", "{previous}"], 2, "already holds a run; continue it with"),
+    (["CartPole-v1", "--resume", "{previous}/checkpoint.pt", "--hidden", "8"], 2,
+     "cannot resume"),
+    (["CartPole-v1", "--resume", "{previous}/checkpoint.pt", "--algo", "ga"], 2,
+     "--algo ga (saved: nes)"),
+    (["Pendulum-v1", "--resume", "{previous}/checkpoint.pt"], 2,
+     "the environment Pendulum-v1 (saved: CartPole-v1)"),
+    (["CartPole-v1", "--resume", "{previous}/checkpoint.pt"], 2,
+     "already at generation 2; pass --generations M (M > 2)"),
+    (["CartPole-v1", "--resume", "{corrupt}"], 2, "is corrupt or truncated"),
+]  # fmt: skip
+if not torch.cuda.is_available():
+    BAD.append((["CartPole-v1", "--device", "cuda"], 2, "device 'cuda' is not available"))
+
+
+@pytest.mark.parametrize("argv, code, message", BAD, ids=[" ".join(case[0]) for case in BAD])
+def test_bad_input_is_one_line_and_touches_nothing(argv, code, message, previous, tmp_path):
+    before = _files(previous)
+    names = {"previous": str(previous), "corrupt": _corrupt(tmp_path)}
+    argv = [arg.format(**names) for arg in argv]
+    if "--logdir" not in argv and "--resume" not in argv:
+        argv += ["--logdir", str(tmp_path / "new")]
+    failed = _cli(*QUICK, *argv, cwd=tmp_path)  # the case's own values come last and win
+    assert failed.returncode == code, failed.stderr
+    lines = failed.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], failed.stderr
+    assert "Traceback" not in failed.stderr
+    assert _files(previous) == before
+    assert not (tmp_path / "new").exists(), "a failed run leaves no folder behind"
+
+
+def test_overwrite_replaces_the_run_and_the_default_folder_never_collides(previous, tmp_path):
+    replaced = tmp_path / "replaced"
+    _files(previous)  # the fixture's run exists
+    for _ in range(2):
+        done = _cli("CartPole-v1", "--generations", "1", "--logdir", str(replaced),
+                    "--overwrite", *QUICK)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+    assert len(list(replaced.glob("events.out.tfevents.*"))) == 1
+    for _ in range(2):  # two runs started within the same second
+        assert _cli("CartPole-v1", "--generations", "1", *QUICK, cwd=tmp_path).returncode == 0
+    assert len(list((tmp_path / "runs").iterdir())) == 2
+
+
+def test_divergence_stops_at_the_first_non_finite_generation(tmp_path, monkeypatch):
+    tell = NES.tell
+
+    def diverging(self, population, results):
+        scalars = tell(self, population, results)
+        if self.optimizer.state[self.mu]["step"] == 3:
+            with torch.no_grad():
+                self.mu[0] = math.inf
+        return scalars
+
+    monkeypatch.setattr(NES, "tell", diverging)
+    config = Config("CartPole-v1", popsize=8, generations=10, checkpoint_every=1,
+                    max_steps=50, target_return=math.inf, progress=False,
+                    logdir=str(tmp_path / "run"))  # fmt: skip
+    with pytest.raises(train.RunStopped, match="diverged at generation 3.*holds generation 2"):
+        train.train(config)
+    saved = checkpoint.read(tmp_path / "run" / "checkpoint.pt")
+    assert saved["generation"] == 2 and torch.isfinite(get_flat(saved["policy"])).all()
+
+
+def _scalar_steps(run_dir: Path) -> list[int]:
+    events = EventAccumulator(str(run_dir))
+    events.Reload()
+    return [event.step for event in events.Scalars("eval/return")]
+
+
+@pytest.mark.parametrize("signal_number", [signal.SIGINT, signal.SIGTERM])
+def test_an_interrupt_keeps_the_last_completed_generation(signal_number, tmp_path):
+    """No periodic checkpoint: the interrupt writes the only one; resuming it ends where an
+    uninterrupted run ends, and TensorBoard holds every generation once."""
+    common = ["CartPole-v1", "--generations", "60", "--target-return", "inf", *QUICK,
+              "--checkpoint-every", "1000"]  # fmt: skip
+    folder = tmp_path / "interrupted"
+    command = [sys.executable, "-m", "neuroes.train", *common, "--logdir", str(folder)]
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not (folder / "best.pt").exists():  # written in the first generation
+        assert time.monotonic() < deadline and process.poll() is None
+        time.sleep(0.05)
+    time.sleep(0.5)
+    process.send_signal(signal_number)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 128 + signal_number, stderr
+    saved = checkpoint.read(folder / "checkpoint.pt")
+    assert stderr.strip() == f"interrupted; {folder}/checkpoint.pt holds generation " + str(
+        saved["generation"]
+    )
+    assert 1 <= saved["generation"] < 60
+    assert _cli("CartPole-v1", "--resume", str(folder / "checkpoint.pt")).returncode == 0
+    whole = tmp_path / "whole"
+    assert _cli(*common, "--logdir", str(whole)).returncode == 0
+    a, b = (checkpoint.read(path / "checkpoint.pt") for path in (whole, folder))
+    assert torch.equal(get_flat(a["policy"]), get_flat(b["policy"]))
+    assert torch.equal(a["normalizer"].total, b["normalizer"].total)
+    assert _scalar_steps(folder) == list(range(1, 61))
+
+
+def test_a_script_without_the_main_guard_is_told_about_it(tmp_path):
+    script = tmp_path / "script.py"
+    script.write_text(
+        "from neuroes.config import Config\n"
+        "from neuroes.train import train\n"
+        "train(Config('CartPole-v1', generations=1, workers=2, progress=False, "
+        f"logdir={str(tmp_path / 'run')!r}))\n"
+    )
+    failed = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                            timeout=120)  # fmt: skip
+    assert failed.returncode == 1
+    assert 'under `if __name__ == "__main__":`' in failed.stderr.strip().splitlines()[-1]
