@@ -145,12 +145,15 @@ def offscreen_gl() -> str | None:
     if os.environ.get("MUJOCO_GL") or importlib.util.find_spec("mujoco") is None:
         return os.environ.get("MUJOCO_GL")
     for backend in GL_BACKENDS:
-        probe = subprocess.run(
-            [sys.executable, "-c", GL_PROBE],
-            env=os.environ | {"MUJOCO_GL": backend},
-            capture_output=True,
-            timeout=120,
-        )
+        try:
+            probe = subprocess.run(
+                [sys.executable, "-c", GL_PROBE],
+                env=os.environ | {"MUJOCO_GL": backend},
+                capture_output=True,
+                timeout=60,
+            )
+        except subprocess.TimeoutExpired:  # a driver that hangs does not work either
+            continue
         if probe.returncode == 0:
             os.environ["MUJOCO_GL"] = backend
             return backend
