@@ -34,9 +34,12 @@ def _linear_checkpoint(path: Path, env_id: str, env_kwargs: dict, weights=None) 
     return path
 
 
-def _render(argv: list[str], env: dict | None = None) -> tuple[subprocess.CompletedProcess, int]:
-    """``python -m neuroes.render ARGV`` in a fresh process, and the largest peak resident set
-    (bytes) of that process and its own children (ffmpeg, the OpenGL probe)."""
+def _render(
+    argv: list[str], cwd: Path, env: dict | None = None
+) -> tuple[subprocess.CompletedProcess, int]:
+    """``python -m neuroes.render ARGV`` in a fresh process in ``cwd`` (where MuJoCo writes its
+    log), and the largest peak resident set (bytes) of that process and its own children
+    (ffmpeg, the OpenGL probe)."""
     script = (
         "import resource, subprocess, sys;"
         "done = subprocess.run([sys.executable, '-m', 'neuroes.render', *sys.argv[1:]]);"
@@ -44,7 +47,7 @@ def _render(argv: list[str], env: dict | None = None) -> tuple[subprocess.Comple
         "sys.exit(done.returncode)"
     )
     run = subprocess.run(
-        [sys.executable, "-c", script, *argv], capture_output=True, text=True, env=env
+        [sys.executable, "-c", script, *argv], capture_output=True, text=True, cwd=cwd, env=env
     )
     *lines, peak = run.stderr.strip().splitlines()
     run.stderr = "\n".join(line for line in lines if "XDG_RUNTIME_DIR" not in line)
@@ -62,7 +65,7 @@ def test_a_gif_of_ten_cartpole_episodes_is_streamed_in_bounded_memory(tmp_path) 
         tmp_path / "cartpole.pt", "CartPole-v1", {"max_episode_steps": 80}, balancing
     )
     video = tmp_path / "cartpole.gif"
-    run, peak = _render([str(path), "--episodes", "10", "--video", str(video)])
+    run, peak = _render([str(path), "--episodes", "10", "--video", str(video)], tmp_path)
     assert run.returncode == 0, run.stderr
     frames = 10 * (80 + 1)  # one per step and one per reset
     assert f"wrote {frames} frames" in run.stdout
@@ -80,7 +83,7 @@ def test_mujoco_renders_without_a_display(tmp_path) -> None:
         tmp_path / "pendulum.pt", "InvertedPendulum-v5", {"max_episode_steps": 3}
     )
     video = tmp_path / "pendulum.gif"
-    run, _ = _render([str(path), "--video", str(video)], _headless_environ())
+    run, _ = _render([str(path), "--video", str(video)], tmp_path, _headless_environ())
     if run.returncode == 2 and GL_HINT in run.stderr:
         pytest.skip("no offscreen OpenGL backend works here (EGL or OSMesa)")
     assert run.returncode == 0, run.stderr
@@ -101,6 +104,7 @@ def test_without_an_offscreen_backend_mujoco_rendering_says_what_to_install(tmp_
         [sys.executable, "-c", script, *argv],
         capture_output=True,
         text=True,
+        cwd=tmp_path,
         env=_headless_environ(),
     )
     lines = [line for line in run.stderr.splitlines() if "XDG_RUNTIME_DIR" not in line]
