@@ -11,6 +11,8 @@ out at 64-byte boundaries (:func:`aligned_rows`), as a lone member's are;
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call
@@ -19,6 +21,7 @@ from neuroes.agents.activations import ACTIVATIONS
 from neuroes.agents.policies import MLPPolicy, Policy
 
 MODES = ("auto", "bmm", "vmap")
+Forward = Callable[[Tensor, Tensor | None], tuple[Tensor, Tensor | None]]
 ALIGNMENT = 64  # bytes
 
 
@@ -122,18 +125,36 @@ class BatchedForward:
     def _recurrent_member(self, theta: Tensor, obs: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
         return functional_call(self.policy, self._params(theta), (obs, state))
 
-    def _bmm(self, thetas: Tensor, obs: Tensor) -> Tensor:
-        policy: MLPPolicy = self.policy  # type: ignore[assignment]
-        act = ACTIVATIONS[policy.activation]
-        count = len(thetas)
-        x = obs
-        last = len(policy.layers) - 1
-        for k in range(last + 1):
+    def bind(self, thetas: Tensor) -> Forward:
+        """``(obs, state) -> (outputs, new state)`` for fixed ``thetas``, as :meth:`__call__`
+        computes it. ``thetas`` and every ``obs`` must already have the aligned layout
+        (:meth:`prepare`, :func:`aligned_rows`); in "bmm" mode the weights are sliced once
+        here instead of on every call."""
+        if self.mode != "bmm":
+            return lambda obs, state=None: self(thetas, obs, state)
+        layers, act = self._layers(thetas), ACTIVATIONS[self.policy.activation]
+        last = len(layers) - 1
+
+        def forward(obs: Tensor, state: Tensor | None = None) -> tuple[Tensor, None]:
+            x = obs
+            for k, (weight, bias) in enumerate(layers):
+                x = torch.baddbmm(bias, x, weight)
+                if k < last:
+                    x = act(x)
+            return x, None
+
+        return forward
+
+    def _layers(self, thetas: Tensor) -> list[tuple[Tensor, Tensor]]:
+        """Per layer of an MLPPolicy: transposed weights (P, in, out) and biases (P, 1, out),
+        views of ``thetas``."""
+        count, layers = len(thetas), []
+        for k in range(len(self.policy.layers)):
             w0, w1, (n_out, n_in) = self._slices[f"layers.{k}.weight"]
             b0, b1, _ = self._slices[f"layers.{k}.bias"]
             weight = thetas[:, w0:w1].view(count, n_out, n_in)
-            bias = thetas[:, b0:b1].unsqueeze(1)
-            x = torch.baddbmm(bias, x, weight.transpose(1, 2))
-            if k < last:
-                x = act(x)
-        return x
+            layers.append((weight.transpose(1, 2), thetas[:, b0:b1].unsqueeze(1)))
+        return layers
+
+    def _bmm(self, thetas: Tensor, obs: Tensor) -> Tensor:
+        return self.bind(thetas)(obs)[0]

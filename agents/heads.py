@@ -43,7 +43,8 @@ class DiscreteHead(ActionHead):
         self.start = int(space.start)
 
     def forward(self, out: Tensor) -> Tensor:
-        return out.argmax(-1) + self.start
+        actions = out.argmax(-1)
+        return actions + self.start if self.start else actions  # adding 0 costs as much
 
 
 class BoxHead(ActionHead):

@@ -91,16 +91,16 @@ VECTOR_DESCRIPTORS: dict[str, VectorDescriptor] = {
 _VERSION = re.compile(r"-v\d+$")
 
 
-def _name(env_id: str) -> str:
+def family(env_id: str) -> str:
     """The id without namespace and version: ``"neuroes/PointMaze-v0"`` -> ``"PointMaze"``."""
     return _VERSION.sub("", env_id.rsplit("/", 1)[-1])
 
 
 def descriptor_for(env_id: str) -> Descriptor | None:
     """The descriptor of ``env_id``'s family (``"HalfCheetah-v5"`` -> ``torso_x``), or None."""
-    return DESCRIPTORS.get(_name(env_id))
+    return DESCRIPTORS.get(family(env_id))
 
 
 def vector_descriptor_for(env_id: str) -> VectorDescriptor | None:
     """The descriptor of ``env_id``'s native vector environment, or None."""
-    return VECTOR_DESCRIPTORS.get(_name(env_id))
+    return VECTOR_DESCRIPTORS.get(family(env_id))

@@ -7,15 +7,10 @@ a population is therefore just a smaller population: member ``i`` of a batch get
 result of evaluating ``thetas[i:i+1]`` alone.
 
 Each sub-environment plays exactly one episode and is never reset mid-evaluation, so the final
-position is always read from the terminal state, whatever autoreset mode a vector environment
-uses. Two kinds of population environment run the episodes:
-
-- a vector environment for the families listed in ``NATIVE_VECTOR`` (Gymnasium's
-  ``vector_entry_point`` for CartPole and PointMaze, a numpy Pendulum of this module): all
-  sub-environments are stepped in one numpy call, finished ones included (stepping them costs
-  nothing) and their results masked out;
-- a list of ordinary environments otherwise: only members whose episodes are still running are
-  stepped, because a simulator step (MuJoCo, Box2D) is the expensive part.
+position is always read from the terminal state. The episodes run on a batch of environments
+(:func:`neuroes.envs.vector.make_batch`): one numpy call per step for CartPole, Pendulum and
+PointMaze, MuJoCo's C stepping on a pool of threads for the v5 MuJoCo family, a list of
+ordinary environments otherwise.
 
 The policy forward for the whole population is one batched call per step
 (:class:`neuroes.agents.BatchedForward`); observations are normalized with the frozen
@@ -25,12 +20,16 @@ states visited are returned so the caller can update it after the generation.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import functools
+import itertools
+import os
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields
 
-import gymnasium as gym
 import numpy as np
 import torch
+from gymnasium.spaces import Box
 from torch import Tensor
 
 import neuroes.envs  # noqa: F401  (registers the custom environments)
@@ -41,10 +40,19 @@ from neuroes.agents import (
     flatten_observations,
     observation_dim,
 )
-from neuroes.agents.flat import aligned_rows
-from neuroes.envs import Descriptor, descriptor_for, vector_descriptor_for
+from neuroes.agents.flat import Forward, aligned_rows
+from neuroes.envs import Descriptor, descriptor_for
+from neuroes.envs.vector import BatchEnv, EnvFailure, EnvSource, make_batch, make_env
 
-EnvSource = str | Callable[[], gym.Env]
+__all__ = [
+    "EnvSource",
+    "Evaluator",
+    "RolloutError",
+    "Rollouts",
+    "default_threads",
+    "evaluate",
+    "make_env",
+]
 
 
 class RolloutError(RuntimeError):
@@ -128,171 +136,11 @@ class Rollouts:
         )
 
 
-def make_env(env: EnvSource, env_kwargs: dict | None = None, **make_kwargs) -> gym.Env:
-    """One environment from an id or a factory; an unknown id is a one-line ValueError."""
-    if callable(env):
-        return env()
-    try:
-        return gym.make(env, **(env_kwargs or {}), **make_kwargs)
-    except gym.error.Error as error:
-        raise ValueError(f"unknown environment {env!r}: {error}") from None
-
-
-def _family(env_id: str) -> str:
-    return env_id.split("/")[-1].split("-v")[0]
-
-
-class _EnvList:
-    """Ordinary environments, one per running episode; only running ones are stepped."""
-
-    def __init__(self, env: EnvSource, env_kwargs: dict | None, descriptor: Descriptor | None):
-        self.source, self.env_kwargs, self.descriptor = env, env_kwargs, descriptor
-        first = make_env(env, env_kwargs, disable_env_checker=True)
-        self.envs = [first]
-        self.observation_space, self.action_space = first.observation_space, first.action_space
-
-    def reset(self, seeds: np.ndarray) -> np.ndarray:
-        while len(self.envs) < len(seeds):
-            self.envs.append(make_env(self.source, self.env_kwargs, disable_env_checker=True))
-        self.active_envs = self.envs[: len(seeds)]
-        return np.stack(
-            [env.reset(seed=int(s))[0] for env, s in zip(self.active_envs, seeds, strict=True)]
-        )
-
-    def step(self, actions: np.ndarray, running: np.ndarray, observations: np.ndarray):
-        n = len(self.active_envs)
-        observations = observations.copy()
-        rewards = np.zeros(n)
-        terminated = np.zeros(n, dtype=bool)
-        truncated = np.zeros(n, dtype=bool)
-        for j in np.flatnonzero(running):
-            try:
-                obs, rewards[j], terminated[j], truncated[j], _ = self.active_envs[j].step(
-                    actions[j]
-                )
-            except Exception as error:
-                raise _EnvFailure(j, f"raised {type(error).__name__}: {error}") from error
-            observations[j] = obs
-        return observations, rewards, terminated, truncated
-
-    def positions(self, indices: np.ndarray) -> np.ndarray:
-        return np.stack([self.descriptor(self.active_envs[j]) for j in indices])
-
-
-def _starts(single: gym.Env, seeds: np.ndarray) -> np.ndarray:
-    """The start states (n, k) that ``single.reset(seed=s)`` draws, one row per seed; each
-    distinct seed is reset once."""
-    drawn = {}
-    for s in np.unique(seeds):
-        single.reset(seed=int(s))
-        drawn[s] = np.array(single.state, dtype=np.float64)
-    return np.stack([drawn[s] for s in seeds])
-
-
-class _CartPoleVector:
-    """Gymnasium's native CartPole vector environment, with one seed per sub-environment.
-
-    The native ``reset`` draws every sub-environment's start from one generator, so the start
-    of sub-environment j would depend on j and on the population size. Each start is instead
-    the state ``CartPoleEnv.reset(seed=s)`` draws, written into the vector's state.
-    """
-
-    def __init__(self, env_id: str, env_kwargs: dict | None):
-        self.env_id, self.env_kwargs = env_id, env_kwargs or {}
-        self.single = make_env(env_id, env_kwargs).unwrapped
-        self.observation_space, self.action_space = (
-            self.single.observation_space,
-            self.single.action_space,
-        )
-        self.vector = None
-        self.position_of = vector_descriptor_for(env_id)
-
-    def reset(self, seeds: np.ndarray) -> np.ndarray:
-        if self.vector is None or self.vector.num_envs != len(seeds):
-            self.vector = gym.make_vec(
-                self.env_id, len(seeds), vectorization_mode="vector_entry_point", **self.env_kwargs
-            )
-        unwrapped = self.vector.unwrapped
-        unwrapped.reset(seed=0)
-        unwrapped.state = _starts(self.single, seeds).T
-        return unwrapped.state.T.astype(np.float32)
-
-    def step(self, actions: np.ndarray, running: np.ndarray, observations: np.ndarray):
-        observations, rewards, terminated, truncated, _ = self.vector.unwrapped.step(actions)
-        return observations, rewards.astype(np.float64), terminated, truncated
-
-    def positions(self, indices: np.ndarray) -> np.ndarray:
-        return self.position_of(self.vector.unwrapped)[indices]
-
-
-class _SeededVector(_CartPoleVector):
-    """A native vector environment whose ``reset`` takes one seed per sub-environment."""
-
-    def reset(self, seeds: np.ndarray) -> np.ndarray:
-        if self.vector is None or self.vector.num_envs != len(seeds):
-            self.vector = gym.make_vec(
-                self.env_id, len(seeds), vectorization_mode="vector_entry_point", **self.env_kwargs
-            )
-        return self.vector.unwrapped.reset(seed=[int(s) for s in seeds])[0]
-
-
-def _square(x: np.ndarray) -> np.ndarray:
-    """``x ** 2`` as numpy computes it for one scalar (libm ``pow``), which can differ in the
-    last bit from the ``x * x`` that ``array ** 2`` computes."""
-    return np.power(x, np.full_like(x, 2.0))
-
-
-class _PendulumVector:
-    """Gymnasium's Pendulum, every sub-environment stepped in one numpy call.
-
-    Gymnasium has no vector Pendulum; this one repeats ``PendulumEnv.step`` elementwise, in
-    the same dtypes (the torque stays float32, as in the single environment), and truncates at
-    the spec's ``max_episode_steps``. Starts are those ``PendulumEnv.reset(seed=s)`` draws.
-    Each sub-environment matches the single environment to the last bit of numpy's array
-    ``sin``/``cos``: bitwise where they equal the scalar libm calls, within a relative 1e-9 of
-    returns on CPUs where they take other SIMD kernels (AVX-512). On one machine a member's
-    result is bitwise the same alone or in any batch.
-    """
-
-    def __init__(self, env_id: str, env_kwargs: dict | None):
-        env = make_env(env_id, env_kwargs)
-        self.single = env.unwrapped
-        self.limit = env.spec.max_episode_steps if env.spec else None
-        self.observation_space, self.action_space = env.observation_space, env.action_space
-
-    def reset(self, seeds: np.ndarray) -> np.ndarray:
-        self.state = _starts(self.single, seeds)
-        self.steps = 0
-        return self._observe()
-
-    def step(self, actions: np.ndarray, running: np.ndarray, observations: np.ndarray):
-        env, (th, thdot) = self.single, self.state.T
-        u = np.clip(actions[:, 0], -env.max_torque, env.max_torque)
-        angle = ((th + np.pi) % (2 * np.pi)) - np.pi
-        costs = _square(angle) + 0.1 * _square(thdot) + 0.001 * _square(u)
-        change = 3 * env.g / (2 * env.l) * np.sin(th) + 3.0 / (env.m * env.l**2) * u
-        thdot = np.clip(thdot + change * env.dt, -env.max_speed, env.max_speed)
-        self.state = np.stack([th + thdot * env.dt, thdot], axis=1)
-        self.steps += 1
-        truncated = np.full(len(th), self.limit is not None and self.steps >= self.limit)
-        return self._observe(), -costs, np.zeros(len(th), dtype=bool), truncated
-
-    def _observe(self) -> np.ndarray:
-        th, thdot = self.state.T
-        return np.stack([np.cos(th), np.sin(th), thdot], axis=1).astype(np.float32)
-
-
-NATIVE_VECTOR = {
-    "CartPole": _CartPoleVector,
-    "Pendulum": _PendulumVector,
-    "PointMaze": _SeededVector,
-}
-
-
-class _EnvFailure(Exception):
-    def __init__(self, index: int, what: str):
-        super().__init__(what)
-        self.index, self.what = index, what
+def default_threads() -> int:
+    """The cores this process may run on."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 class Evaluator:
@@ -307,6 +155,10 @@ class Evaluator:
             single environment returning its behavior vector.
         normalizer: observation normalizer applied (frozen) before the policy.
         device: where parameters and the batched forward live; environments stay on the CPU.
+        threads: the population is cut into this many shards of consecutive members, each
+            played on its own thread with its own environments. Default: every core this
+            process may use where the environment's step releases the GIL (MuJoCo), else 1.
+            Results do not depend on it.
 
     The environments are built once and reused by every call to :meth:`evaluate`.
     """
@@ -319,18 +171,27 @@ class Evaluator:
         descriptor: Descriptor | str | None = "auto",
         normalizer: ObservationNormalizer | None = None,
         device: str | torch.device = "cpu",
+        threads: int | None = None,
     ) -> None:
-        env_id = env if isinstance(env, str) else None
         if descriptor == "auto":
-            descriptor = descriptor_for(env_id) if env_id else None
-            native = NATIVE_VECTOR.get(_family(env_id)) if env_id else None
+            descriptor = descriptor_for(env) if isinstance(env, str) else None
         elif descriptor is not None and not callable(descriptor):
             raise ValueError(f"descriptor must be 'auto', None or a function, got {descriptor!r}")
-        else:
-            native = None
-        self.population = (
-            native(env_id, env_kwargs) if native else _EnvList(env, env_kwargs, descriptor)
-        )
+        if threads is not None and threads < 1:
+            raise ValueError(f"threads must be positive, got {threads}")
+        self.make_batch = functools.partial(make_batch, env, env_kwargs, descriptor)
+        self.batches = [self.make_batch()]
+        space, actions = self.batches[0].observation_space, self.batches[0].action_space
+        if (policy.obs_dim, policy.head.shape) != (observation_dim(space), actions.shape):
+            raise ValueError(
+                f"the policy maps {policy.obs_dim} observations to actions of shape "
+                f"{policy.head.shape}; the environment has {observation_dim(space)} and "
+                f"{actions.shape}"
+            )
+        if threads is None:
+            threads = default_threads() if self.batches[0].releases_gil else 1
+        self.threads = threads
+        self.executor: ThreadPoolExecutor | None = None
         self.has_behaviors = descriptor is not None
         self.policy = policy
         self.normalizer = normalizer
@@ -355,58 +216,49 @@ class Evaluator:
             )
         if episodes < 1:
             raise ValueError(f"episodes must be positive, got {episodes}")
+        p = len(thetas)
+        seeds = np.broadcast_to(np.asarray(seed, dtype=np.int64), (p,))
+        shards = min(self.threads, p)
+        if shards <= 1:
+            return self._shard(self.batches[0], thetas, episodes, max_steps, seeds)
+        while len(self.batches) < shards:
+            self.batches.append(self.make_batch())
+        if self.executor is None:
+            self.executor = ThreadPoolExecutor(self.threads, thread_name_prefix="neuroes-shard")
+        bounds = [p * k // shards for k in range(shards + 1)]
+        futures = [
+            self.executor.submit(self._shard, batch, thetas[a:b], episodes, max_steps, seeds[a:b])
+            for batch, a, b in zip(self.batches, bounds, bounds[1:], strict=False)
+        ]
+        errors = [
+            error.shifted(start)
+            for start, future in zip(bounds, futures, strict=False)
+            if isinstance(error := future.exception(), RolloutError)
+        ]
+        if errors:  # the one a single shard would meet first
+            raise min(errors, key=lambda error: (error.step, error.member))
+        return Rollouts.concatenate([future.result() for future in futures])
+
+    def _shard(
+        self,
+        batch: BatchEnv,
+        thetas: Tensor,
+        episodes: int,
+        max_steps: int | None,
+        seeds: np.ndarray,
+    ) -> Rollouts:
+        """:meth:`evaluate` of ``thetas`` (P, d) on ``batch``, with one base seed per member."""
         p, n = len(thetas), len(thetas) * episodes
-        base = np.broadcast_to(np.asarray(seed, dtype=np.int64), (p,))
-        seeds = (base[:, None] + np.arange(episodes)).reshape(n)
+        seeds = (seeds[:, None] + np.arange(episodes)).reshape(n)
         # One row per episode, so that an episode's actions do not depend on how many episodes
         # run beside it (matrix kernels round differently for different row counts).
         thetas = thetas.to(self.device, torch.float32).repeat_interleave(episodes, 0)
-        thetas = self.forward.prepare(thetas)
-        obs = self.population.reset(seeds)
-        space = self.population.observation_space
-        dim = observation_dim(space)
-        inputs = aligned_rows(torch.zeros(n, 1, dim, device=self.device))
-        state = self.policy.initial_state(n)
-        state = None if state is None else state.to(self.device).unsqueeze(1)
-        head, action_shape = self.policy.head, self.population.action_space.shape
-
-        running = np.ones(n, dtype=bool)
-        returns, lengths = np.zeros(n), np.zeros(n, dtype=np.int64)
-        total, total_sq = np.zeros((n, dim)), np.zeros((n, dim))
-        behaviors = None
-        step = 0
-        while running.any():
-            flat = flatten_observations(space, obs)
-            seen = np.where(running[:, None], flat, 0.0)
-            total += seen
-            total_sq += seen * seen
-            observed = torch.from_numpy(flat).to(self.device)
-            if self.normalizer is not None:
-                observed = self.normalizer(observed)
-            inputs[:, 0].copy_(observed)
-            with torch.no_grad():
-                outputs, state = self.forward(thetas, inputs, state)
-                actions = head.to_numpy(head(outputs)).reshape(n, *action_shape)
-            try:
-                obs, rewards, terminated, truncated = self.population.step(actions, running, obs)
-            except _EnvFailure as failure:
-                raise self._error(failure.index, episodes, step + 1, failure.what) from failure
-            step += 1
-            if not (np.isfinite(rewards).all() and np.isfinite(obs).all()):
-                self._check_finite(obs, rewards, running, episodes, step)
-            returns += np.where(running, rewards, 0.0)
-            lengths += running
-            cut = max_steps is not None and step >= max_steps
-            ended = running & (terminated | truncated | cut)
-            if self.has_behaviors and ended.any():
-                where = np.flatnonzero(ended)
-                positions = self.population.positions(where)
-                if behaviors is None:
-                    behaviors = np.zeros((n, positions.shape[1]))
-                behaviors[where] = positions
-            running &= ~ended
-
-        behaviors = np.zeros((n, 0)) if behaviors is None else behaviors
+        with torch.no_grad():
+            forward = self.forward.bind(self.forward.prepare(thetas))
+            returns, lengths, behaviors, total, total_sq = self._play(
+                batch, forward, seeds, max_steps, episodes
+            )
+        dim = total.shape[1]
         return Rollouts(
             returns=returns.reshape(p, episodes).mean(1),
             lengths=lengths.reshape(p, episodes).mean(1),
@@ -415,6 +267,72 @@ class Evaluator:
             observation_sum=total.reshape(p, episodes, dim).sum(1),
             observation_sum_sq=total_sq.reshape(p, episodes, dim).sum(1),
         )
+
+    def _play(
+        self,
+        batch: BatchEnv,
+        forward: Forward,
+        seeds: np.ndarray,
+        max_steps: int | None,
+        episodes: int,
+    ):
+        """The episodes' returns, lengths, behaviors and observation sums, one row each.
+
+        The per-step work besides the environment and the forward is a fixed handful of
+        numpy and torch calls over the whole batch, each row computed on its own.
+        """
+        n, head = len(seeds), self.policy.head
+        space, action_shape = batch.observation_space, (len(seeds), *batch.action_space.shape)
+        dim = observation_dim(space)
+        inputs = aligned_rows(torch.zeros(n, 1, dim, device=self.device))
+        row = inputs[:, 0]
+        state = self.policy.initial_state(n)
+        state = None if state is None else state.to(self.device).unsqueeze(1)
+        running, seen = np.ones(n, dtype=bool), True  # seen: the rows whose observations count
+        returns, lengths = np.zeros(n), np.zeros(n, dtype=np.int64)
+        total, total_sq, square = np.zeros((n, dim)), np.zeros((n, dim)), np.empty((n, dim))
+        behaviors = np.zeros((n, 0))
+        try:
+            obs = batch.reset(seeds)
+        except EnvFailure as failure:
+            raise self._error(failure.index, episodes, 0, failure.what) from failure
+        if not np.isfinite(obs.sum()):
+            self._check_finite(obs, returns, running, episodes, 0)
+        if isinstance(space, Box):  # flatten_observations without its per-call checks
+            flatten = lambda obs: obs.reshape(n, dim).astype(np.float32, copy=False)  # noqa: E731
+        else:
+            flatten = functools.partial(flatten_observations, space)
+        for step in itertools.count(1):
+            flat = flatten(obs)
+            np.add(total, flat, out=total, where=seen)
+            np.multiply(flat, flat, out=square, dtype=np.float64)
+            np.add(total_sq, square, out=total_sq, where=seen)
+            observed = torch.from_numpy(flat).to(self.device)
+            row.copy_(observed if self.normalizer is None else self.normalizer(observed))
+            outputs, state = forward(inputs, state)
+            actions = head.to_numpy(head(outputs)).reshape(action_shape)
+            try:
+                obs, rewards, terminated, truncated = batch.step(actions, running)
+            except EnvFailure as failure:
+                raise self._error(failure.index, episodes, step, failure.what) from failure
+            if not np.isfinite(rewards.sum() + obs.sum()):  # a sum that overflows is checked too
+                self._check_finite(obs, rewards, running, episodes, step)
+            np.add(returns, rewards, out=returns, where=running)
+            lengths += running
+            ended = running & (terminated | truncated)
+            if max_steps is not None and step >= max_steps:
+                ended = running.copy()
+            if ended.any():
+                if self.has_behaviors:
+                    where = np.flatnonzero(ended)
+                    positions = batch.positions(where)
+                    if behaviors.shape[1] != positions.shape[1]:
+                        behaviors = np.zeros((n, positions.shape[1]))
+                    behaviors[where] = positions
+                running &= ~ended
+                if not running.any():
+                    return returns, lengths, behaviors, total, total_sq
+                seen = running[:, None]  # a view: follows running
 
     def _check_finite(self, obs, rewards, running, episodes, step) -> None:
         for values, what in ((rewards, "reward"), (obs.reshape(len(obs), -1), "observation")):

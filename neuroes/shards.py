@@ -60,16 +60,27 @@ class Backend(Protocol):
 
 @dataclass
 class WorkerSpec:
-    """What a worker builds its evaluator from, once: the environment, the policy, the device."""
+    """What a worker builds its evaluator from, once: the environment, the policy, the device
+    and the evaluator's threads (:class:`Evaluator`; None: its default in the learner's own
+    evaluator, one thread in each worker of a pool)."""
 
     env: EnvSource
     policy: Policy
     env_kwargs: dict | None = None
     device: str = "cpu"
+    threads: int | None = None
 
-    def evaluator(self, normalizer: ObservationNormalizer | None = None) -> Evaluator:
+    def evaluator(
+        self, normalizer: ObservationNormalizer | None = None, threads: int | None = None
+    ) -> Evaluator:
+        """The evaluator, on ``threads`` threads where the spec leaves them unset."""
         return Evaluator(
-            self.env, self.policy, self.env_kwargs, normalizer=normalizer, device=self.device
+            self.env,
+            self.policy,
+            self.env_kwargs,
+            normalizer=normalizer,
+            device=self.device,
+            threads=self.threads if self.threads is not None else threads,
         )
 
 
@@ -128,13 +139,14 @@ def split(
 class ShardEvaluator:
     """The worker side: an evaluator built once, evaluating shards of the published evaluation.
 
-    Runs torch on one thread: the workers are the parallelism. Arrays are copied into tensors
-    (``torch.tensor``): those Ray hands over are read-only views of its object store.
+    Runs torch, and the evaluator unless the spec sets its threads, on one thread: the workers
+    are the parallelism. Arrays are copied into tensors (``torch.tensor``): those Ray hands
+    over are read-only views of its object store.
     """
 
     def __init__(self, spec: WorkerSpec) -> None:
         torch.set_num_threads(1)
-        self.evaluator = spec.evaluator()
+        self.evaluator = spec.evaluator(threads=1)
         self.broadcast: Broadcast | None = None
         self.distribution: Normal | None = None
 

@@ -34,6 +34,7 @@ def test_installed_copy_has_subpackages_and_no_top_level_agents_or_envs(tmp_path
     assert not installed & {"agents", "envs", "benchmarks", "tests"}, installed
     assert (target / "neuroes" / "agents" / "__init__.py").is_file()
     assert (target / "neuroes" / "envs" / "__init__.py").is_file()
+    assert (target / "neuroes" / "envs" / "vector" / "__init__.py").is_file()
     probe = (
         "import neuroes, neuroes.agents, neuroes.envs, importlib.util as u;"
         "print(neuroes.__file__, neuroes.agents.__file__, neuroes.envs.__file__);"
