@@ -1,6 +1,6 @@
 """Policies, action heads, flat parameter views and observation normalization."""
 
-from neuroes.agents.flat import BatchedForward, get_flat, num_params, set_flat
+from neuroes.agents.flat import BatchedForward, check_batched, get_flat, num_params, set_flat
 from neuroes.agents.heads import ActionHead, make_head
 from neuroes.agents.normalizer import ObservationNormalizer
 from neuroes.agents.policies import (
@@ -8,7 +8,9 @@ from neuroes.agents.policies import (
     GRUPolicy,
     LinearPolicy,
     MLPPolicy,
+    ModulePolicy,
     Policy,
+    as_policy,
     flatten_observations,
     make_policy,
     observation_dim,
@@ -21,8 +23,11 @@ __all__ = [
     "GRUPolicy",
     "LinearPolicy",
     "MLPPolicy",
+    "ModulePolicy",
     "ObservationNormalizer",
     "Policy",
+    "as_policy",
+    "check_batched",
     "flatten_observations",
     "get_flat",
     "make_head",

@@ -158,3 +158,20 @@ class BatchedForward:
 
     def _bmm(self, thetas: Tensor, obs: Tensor) -> Tensor:
         return self.bind(thetas)(obs)[0]
+
+
+def check_batched(policy: Policy) -> Policy:
+    """``policy`` if :class:`BatchedForward` can run it over a population, else a one-line
+    ValueError."""
+    forward = BatchedForward(policy)
+    thetas = get_flat(policy).unsqueeze(0).expand(2, -1).clone()
+    try:
+        with torch.no_grad():
+            forward(thetas, torch.zeros(2, 1, policy.obs_dim), None)
+    except Exception as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ValueError(
+            f"policy {type(policy).__name__} cannot be batched over the population with "
+            f"torch.func.vmap ({first}); use operations that vmap supports"
+        ) from None
+    return policy

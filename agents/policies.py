@@ -192,6 +192,40 @@ class GRUPolicy(Policy):
         return self.cell.weight_hh.new_zeros(batch, self.hidden_size)
 
 
+class ModulePolicy(Policy):
+    """Any ``nn.Module`` from a batch of flat observations ``(B, obs_dim)`` to actions.
+
+    The module's outputs go through the action head with Box actions clipped to their bounds:
+    one value per action dimension for Box spaces, one score per action for Discrete (the
+    highest is taken), as :func:`neuroes.agents.heads.make_head` with ``box="clip"``.
+    """
+
+    def __init__(self, observation_space: Space, action_space: Space, module: nn.Module) -> None:
+        super().__init__(observation_space, action_space, box="clip")
+        self.module = module
+        with torch.no_grad():
+            out = module(torch.zeros(2, self.obs_dim))
+        expected = (2, self.head.out_features)
+        if not isinstance(out, Tensor) or tuple(out.shape) != expected:
+            got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
+            raise ValueError(
+                f"policy module {type(module).__name__} maps observations (B, {self.obs_dim}) "
+                f"to {got}; this action space needs (B, {self.head.out_features})"
+            )
+
+    def forward(self, obs: Tensor, state: Tensor | None = None) -> tuple[Tensor, None]:
+        return self.module(obs), None
+
+
+def as_policy(module: nn.Module, observation_space: Space, action_space: Space) -> Policy:
+    """``module`` itself if it is a :class:`Policy`, else wrapped in a :class:`ModulePolicy`."""
+    if isinstance(module, Policy):
+        return module
+    if not isinstance(module, nn.Module):
+        raise ValueError(f"a policy must be an nn.Module, got {type(module).__name__}")
+    return ModulePolicy(observation_space, action_space, module)
+
+
 POLICIES: dict[str, type[Policy]] = {cls.kind: cls for cls in (LinearPolicy, MLPPolicy, GRUPolicy)}
 
 

@@ -1,5 +1,6 @@
 """neuroes: neuroevolution on Gymnasium, with search distributions trained by autograd."""
 
+import neuroes.envs  # noqa: F401  (registers neuroes/PointMaze-v0 and the other custom envs)
 from neuroes.distributions import (
     Bernoulli,
     Categorical,

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from gymnasium import Space
+from torch import nn
 
 from neuroes.algorithms import ALGORITHMS, option_names, options_of
 from neuroes.presets import defaults_for
@@ -47,7 +50,11 @@ class Config:
         "pickle format of neuroes 0.1); only for files from a source you trust",
         False,
     )
-    policy: str | None = _help("policy network: linear, mlp or gru", choices=POLICY_KINDS)
+    policy: str | Callable[[Space, Space], nn.Module] | None = _help(
+        "policy network: linear, mlp or gru (from Python also a function of the observation and "
+        "action spaces that returns any nn.Module mapping observations to actions)",
+        choices=POLICY_KINDS,
+    )
     hidden: tuple[int, ...] | None = _help("hidden layer sizes of the mlp policy", nargs="+")
     normalize: bool | None = _help("normalize observations with running statistics")
     eval_episodes: int = _help("episodes of the mean policy's evaluation every generation", 10)
@@ -65,16 +72,35 @@ class Config:
     )
     ray: str | None = _help('evaluate on Ray actors: "auto" or a cluster address (extra [ray])')
     progress: bool = _help("show a progress bar", True)
+    wandb: str | None = _help(
+        "also log the scalars and the config to this Weights & Biases project (extra [wandb])"
+    )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The config as plain data (``config.json``, checkpoints): a function becomes its
+        ``module:qualified name``."""
+        return {
+            key: f"{value.__module__}:{value.__qualname__}" if callable(value) else value
+            for key, value in dataclasses.asdict(self).items()
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Config:
-        """A config saved with ``dataclasses.asdict``. Older, flat configs kept every
+        """A config saved with :meth:`to_dict`. Older, flat configs kept every
         algorithm's options beside the run's fields; those of its algorithm move to
         ``options`` and the others are dropped."""
         names = {item.name for item in dataclasses.fields(cls)}
         config = cls(**{key: value for key, value in data.items() if key in names})
         flat = {key: data[key] for key in option_names(config.algo) if key in data}
         return dataclasses.replace(config, options=flat | dict(config.options))
+
+    def updated(self, **settings: Any) -> Config:
+        """A copy with ``settings`` applied: fields by name, anything else as an option of the
+        algorithm (checked by :meth:`resolved`)."""
+        names = {item.name for item in dataclasses.fields(self)}
+        fields = {key: value for key, value in settings.items() if key in names}
+        options = {key: value for key, value in settings.items() if key not in names}
+        return dataclasses.replace(self, **fields, options=self.options | options)
 
     def resolved(self) -> Config:
         """A copy with the environment's defaults filled in and the algorithm's options

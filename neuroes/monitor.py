@@ -1,4 +1,7 @@
-"""What a run shows: a progress bar, TensorBoard scalars and figures, and PNG scatter plots.
+"""What a run shows: a progress bar, TensorBoard scalars and figures, PNG scatter plots, and
+``metrics.jsonl``: one JSON object per generation (``generation`` and every scalar by its tag),
+for pandas (``pd.read_json(path, lines=True)``); a resumed run drops what followed its
+checkpoint, so every generation appears once.
 
 Scalar tags are namespaced: ``rollout/`` (the population's episodes), ``eval/`` (the mean
 policy), ``es/`` (the search distribution), ``behavior/`` (final positions, when the
@@ -7,6 +10,8 @@ environment has a descriptor), ``time/``; algorithms add their own (``ga/``, ``e
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 
 import matplotlib
@@ -17,16 +22,50 @@ import numpy as np  # noqa: E402
 from torch.utils.tensorboard import SummaryWriter  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
+METRICS = "metrics.jsonl"
+
+
+def _wandb_run(project: str, run_dir: Path, config: dict):
+    """The W&B run of ``run_dir`` (its id is derived from the folder, so a resume continues it)."""
+    try:
+        import wandb
+    except ImportError:
+        raise ValueError('--wandb needs Weights & Biases: pip install "neuroes[wandb]"') from None
+    folder = run_dir.resolve()
+    run_id = hashlib.sha1(str(folder).encode()).hexdigest()[:16]
+    return wandb.init(
+        project=project, id=run_id, name=folder.name, config=config, dir=str(folder),
+        resume="allow",
+    )  # fmt: skip
+
+
+def _lines(path: Path) -> list[str]:
+    return path.read_text().splitlines(keepends=True) if path.is_file() else []
+
 
 class Monitor:
-    """Logs one run into ``run_dir``; ``start`` counts the generations already completed."""
+    """Logs one run into ``run_dir``; ``start`` counts the generations already completed.
+
+    With ``wandb`` (a project name) the same scalars and the config also go to Weights & Biases,
+    into one W&B run per run folder that a resumed run continues.
+    """
 
     def __init__(
-        self, run_dir: Path, config: dict, start: int, generations: int, progress: bool = True
+        self,
+        run_dir: Path,
+        config: dict,
+        start: int,
+        generations: int,
+        progress: bool = True,
+        wandb: str | None = None,
     ) -> None:
         self.run_dir = run_dir
+        self.wandb = _wandb_run(wandb, run_dir, config) if wandb else None
         # Generation g is logged at step g: a resumed run drops what followed its checkpoint.
         self.writer = SummaryWriter(str(run_dir), purge_step=start + 1 if start else None)
+        self.metrics = run_dir / METRICS
+        kept = [line for line in _lines(self.metrics) if json.loads(line)["generation"] <= start]
+        self.metrics.write_text("".join(kept))
         if not start:
             rows = "\n".join(f"|{key}|{value}|" for key, value in config.items())
             self.writer.add_text("config", f"|parameter|value|\n|-|-|\n{rows}")
@@ -35,8 +74,14 @@ class Monitor:
         )
 
     def log(self, generation: int, scalars: dict[str, float]) -> None:
+        """One generation's scalars: to TensorBoard, ``metrics.jsonl`` and the progress bar."""
         for tag, value in scalars.items():
             self.writer.add_scalar(tag, value, generation)
+        row = {"generation": generation} | {tag: float(value) for tag, value in scalars.items()}
+        with self.metrics.open("a") as file:
+            file.write(json.dumps(row) + "\n")
+        if self.wandb is not None:
+            self.wandb.log(row, step=generation)
         self.bar.update(1)
         self.bar.set_postfix_str(
             f"return {scalars['rollout/return_mean']:.1f} (max {scalars['rollout/return_max']:.1f})"
@@ -63,3 +108,5 @@ class Monitor:
     def close(self) -> None:
         self.bar.close()
         self.writer.close()
+        if self.wandb is not None:
+            self.wandb.finish()

@@ -15,13 +15,15 @@ import contextlib
 import dataclasses
 import shutil
 import signal
+import statistics
 import sys
 import threading
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from neuroes.algorithms import ALGORITHMS
 from neuroes.config import Config
@@ -60,23 +62,29 @@ class Interrupted(KeyboardInterrupt):
         self.signal_number = signal_number
 
 
-RUN_FILES = ("config.json", "checkpoint.pt", "best.pt", "events.out.tfevents.*", "behaviors_*.png")
+RUN_FILES = (
+    "config.json", "checkpoint.pt", "best.pt", "metrics.jsonl", "events.out.tfevents.*",
+    "behaviors_*.png",
+)  # fmt: skip
 
 
-def train(config: Config, resume_overrides: dict | None = None) -> Summary:
-    """Run (or, with ``config.resume``, continue) the generation loop of ``config``.
+def train(config: Config | str, **settings: Any) -> Summary:
+    """Train (or, with ``config.resume``, continue) a run: ``train("CartPole-v1")``,
+    ``train("CartPole-v1", algo="ga", parents=8)`` or ``train(Config(...))``.
 
-    A fresh run refuses a folder that holds another run unless ``config.overwrite``. Ctrl-C or
-    SIGTERM writes the last completed generation to ``checkpoint.pt`` and raises
-    :class:`Interrupted`; an environment error, a worker failure or divergence raises
-    :class:`RunStopped`, leaving the last checkpoint as it was.
+    ``settings`` are :class:`Config` fields or options of the algorithm; when resuming they
+    are the changes to the saved run. A fresh run refuses a folder that holds another run
+    unless ``overwrite``. Ctrl-C or SIGTERM writes the last completed generation to
+    ``checkpoint.pt`` and raises :class:`Interrupted`; an environment error, a worker failure
+    or divergence raises :class:`RunStopped`, leaving the last checkpoint as it was.
     """
+    config = Config(config) if isinstance(config, str) else config
     if config.resume:
-        overrides = {"env_id": config.env_id} | (resume_overrides or {})
+        overrides = {"env_id": config.env_id} | settings
         run = Run.resume(config.resume, overrides, config.logdir, config.trust)
         created = False
     else:
-        config = config.resolved()
+        config = config.updated(**settings).resolved()
         run_dir = _run_folder(config)
         created = not run_dir.exists()
         run = Run.fresh(config, run_dir)
@@ -109,6 +117,32 @@ def train(config: Config, resume_overrides: dict | None = None) -> Summary:
         run.best_return,
         run.solved,
     )
+
+
+def train_seeds(config: Config | str, seeds: Sequence[int], **settings: Any) -> list[Summary]:
+    """:func:`train` once per seed, into sibling folders ``<logdir>/seed-<s>`` (by default
+    under one ``runs/<env>-<algo>-<time>``)."""
+    config = Config(config) if isinstance(config, str) else config
+    config = config.updated(**settings)
+    parent = Path(config.logdir) if config.logdir else _run_folder(config.resolved())
+    return [
+        train(dataclasses.replace(config, seed=seed, logdir=str(parent / f"seed-{seed}")))
+        for seed in seeds
+    ]
+
+
+def seed_list(text: str) -> list[int]:
+    """``"0-4"`` or ``"0,3,7"`` (or both, ``"0-2,9"``) as a list of seeds."""
+    seeds = []
+    try:
+        for part in text.split(","):
+            first, _, last = part.partition("-")
+            seeds += range(int(first), int(last or first) + 1)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"seeds must look like 0-4 or 0,3,7, got {text!r}"
+        ) from None
+    return seeds
 
 
 def _run_folder(config: Config) -> Path:
@@ -173,6 +207,12 @@ def parser() -> argparse.ArgumentParser:
     cli.add_argument(
         "--debug", action="store_true", help="print the full traceback of an error that stops a run"
     )
+    cli.add_argument(
+        "--seeds",
+        type=seed_list,
+        help="train once per seed (0-4, or 0,3,7) into sibling folders seed-N, then print a "
+        "table of the final and best returns",
+    )
     for declaring, items in _options_by_declaring_class().items():
         users = [name for name, cls in ALGORITHMS.items() if issubclass(cls.Options, declaring)]
         group = cli.add_argument_group(f"options of {', '.join(users)}")
@@ -228,17 +268,14 @@ def main(argv: list[str] | None = None) -> int:
         args = vars(parser().parse_args(argv))
     except SystemExit as exit:  # --help, or a usage error already printed on one line
         return int(exit.code or 0)
-    debug = args.pop("debug", False)
-    fields = {item.name for item in dataclasses.fields(Config)}
-    options = {key: args.pop(key) for key in list(args) if key not in fields}
+    debug, seeds = args.pop("debug", False), args.pop("seeds", None)
+    where = {key: args.pop(key) for key in ("resume", "logdir", "trust") if key in args}
+    config = Config(args.pop("env_id"), **where)
     try:
-        if "resume" in args:
-            logdir, trust = args.pop("logdir", None), args.pop("trust", False)
-            overrides = {k: v for k, v in args.items() if k not in ("env_id", "resume")}
-            config = Config(args["env_id"], resume=args["resume"], logdir=logdir, trust=trust)
-            summary = train(config, overrides | options)
-        else:
-            summary = train(Config(**args, options=options))
+        if seeds is not None:
+            print(seed_table(train_seeds(config, seeds, **args), seeds))
+            return 0
+        summary = train(config, **args)
     except (ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -260,6 +297,24 @@ def main(argv: list[str] | None = None) -> int:
         f"run folder {summary.run_dir}"
     )
     return 0
+
+
+def seed_table(summaries: list[Summary], seeds: Sequence[int]) -> str:
+    """The runs of several seeds: one row each, then the median and range."""
+    rows = [f"{'seed':>6} {'generations':>11} {'final':>9} {'best':>9}  folder"]
+    for seed, summary in zip(seeds, summaries, strict=True):
+        rows.append(
+            f"{seed:>6} {summary.generations:>11} {summary.eval_return:>9.1f} "
+            f"{summary.best_return:>9.1f}  {summary.run_dir}"
+        )
+    for name in ("eval_return", "best_return"):
+        values = [getattr(summary, name) for summary in summaries]
+        label = "final" if name == "eval_return" else "best"
+        rows.append(
+            f"{label}: median {statistics.median(values):.1f}, range {min(values):.1f} to "
+            f"{max(values):.1f}"
+        )
+    return "\n".join(rows)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,8 @@ from neuroes import checkpoint
 from neuroes.agents import (
     ObservationNormalizer,
     Policy,
+    as_policy,
+    check_batched,
     make_policy,
     observation_dim,
     set_flat,
@@ -45,7 +47,7 @@ TRAINING, EVALUATION, CONFIRMATION = range(3)
 
 RESUMABLE = frozenset(
     {"generations", "time_limit", "target_return", "confirm_episodes", "checkpoint_every",
-     "scatter_every", "workers", "ray", "device", "progress"}
+     "scatter_every", "workers", "ray", "device", "progress", "wandb"}
 )  # fmt: skip
 """Config fields that a resumed run may change: they do not change what is computed."""
 
@@ -89,23 +91,28 @@ class Run:
         spec = WorkerSpec(config.env_id, policy, device=config.device)
         self.backend = make_backend(spec, normalizer, config.workers, config.ray)
         run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2))
+        (run_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
         self.monitor = Monitor(
             run_dir,
-            dataclasses.asdict(config),
+            config.to_dict(),
             self.generation,
             config.generations,
             config.progress,
+            config.wandb,
         )
 
     @classmethod
     def fresh(cls, config: Config, run_dir: Path) -> Run:
         """A new run of a resolved ``config``: the policy initialized from ``config.seed``."""
         env = make_env(config.env_id)
+        spaces = env.observation_space, env.action_space
         options = {"hidden": config.hidden} if config.policy == "mlp" else {}
         with torch.random.fork_rng():
             torch.manual_seed(config.seed)
-            policy = make_policy(config.policy, env.observation_space, env.action_space, **options)
+            if callable(config.policy):
+                policy = check_batched(as_policy(config.policy(*spaces), *spaces))
+            else:
+                policy = make_policy(config.policy, *spaces, **options)
         dim = observation_dim(env.observation_space)
         normalizer = ObservationNormalizer(dim) if config.normalize else None
         return cls(config, run_dir, policy, normalizer)
@@ -266,7 +273,7 @@ class Run:
             "env_kwargs": {},
             "policy": self.policy,
             "normalizer": self.normalizer,
-            "config": dataclasses.asdict(self.config),
+            "config": self.config.to_dict(),
             "generation": self.generation,
             "eval_return": self.eval_return,
             "best_return": self.best_return,

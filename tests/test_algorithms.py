@@ -142,7 +142,7 @@ def test_resumed_run_equals_an_uninterrupted_one(name, tmp_path) -> None:
     whole = train.train(_config(tmp_path, "whole", name, generations=4))
     half = train.train(_config(tmp_path, "half", name, generations=2))
     resume = Config("CartPole-v1", resume=str(half.run_dir / "checkpoint.pt"))
-    resumed = train.train(resume, {"generations": 4, "progress": False})
+    resumed = train.train(resume, generations=4, progress=False)
     _assert_same_run(_final(whole), _final(resumed))
 
 

@@ -244,7 +244,7 @@ def test_cli_stops_on_an_error_in_a_worker_with_one_line_and_the_checkpoint_inta
     assert result.returncode == 2, result.stderr
     assert result.stderr.strip().splitlines() == [
         "error: member 8, episode 0: environment raised RuntimeError: simulator exploded at "
-        "step 1; training stopped, the last checkpoint is intact"
+        f"step 1; training stopped, {tmp_path / 'run' / 'checkpoint.pt'} holds generation 2"
     ]
     assert checkpoint.read(tmp_path / "run" / "checkpoint.pt")["generation"] == 2
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import signal
 import subprocess
@@ -131,33 +132,35 @@ def _scalar_steps(run_dir: Path) -> list[int]:
 
 @pytest.mark.parametrize("signal_number", [signal.SIGINT, signal.SIGTERM])
 def test_an_interrupt_keeps_the_last_completed_generation(signal_number, tmp_path):
-    """No periodic checkpoint: the interrupt writes the only one; resuming it ends where an
-    uninterrupted run ends, and TensorBoard holds every generation once."""
-    common = ["CartPole-v1", "--generations", "60", "--target-return", "inf", *QUICK,
-              "--checkpoint-every", "1000"]  # fmt: skip
+    """No periodic checkpoint: the interrupt writes the only one. Resumed for 3 more
+    generations it ends where an uninterrupted run of as many generations ends, and TensorBoard
+    and metrics.jsonl hold every generation once."""
+    common = ["CartPole-v1", "--target-return", "inf", *QUICK, "--checkpoint-every", "1000"]
     folder = tmp_path / "interrupted"
-    command = [sys.executable, "-m", "neuroes.train", *common, "--logdir", str(folder)]
+    command = [sys.executable, "-m", "neuroes.train", *common, "--generations", "100000",
+               "--logdir", str(folder)]  # fmt: skip
     process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 60
-    while not (folder / "best.pt").exists():  # written in the first generation
+    metrics, deadline = folder / "metrics.jsonl", time.monotonic() + 120
+    while not (metrics.is_file() and len(metrics.read_text().splitlines()) >= 3):
         assert time.monotonic() < deadline and process.poll() is None
         time.sleep(0.05)
-    time.sleep(0.5)
     process.send_signal(signal_number)
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 128 + signal_number, stderr
-    saved = checkpoint.read(folder / "checkpoint.pt")
-    assert stderr.strip() == f"interrupted; {folder}/checkpoint.pt holds generation " + str(
-        saved["generation"]
-    )
-    assert 1 <= saved["generation"] < 60
-    assert _cli("CartPole-v1", "--resume", str(folder / "checkpoint.pt")).returncode == 0
+    generation = checkpoint.read(folder / "checkpoint.pt")["generation"]
+    assert stderr.strip() == f"interrupted; {folder}/checkpoint.pt holds generation {generation}"
+    assert generation >= 3
+    total = str(generation + 3)
+    resumed = _cli("CartPole-v1", "--resume", str(folder / "checkpoint.pt"), "--generations", total)
+    assert resumed.returncode == 0, resumed.stderr
     whole = tmp_path / "whole"
-    assert _cli(*common, "--logdir", str(whole)).returncode == 0
+    assert _cli(*common, "--generations", total, "--logdir", str(whole)).returncode == 0
     a, b = (checkpoint.read(path / "checkpoint.pt") for path in (whole, folder))
     assert torch.equal(get_flat(a["policy"]), get_flat(b["policy"]))
     assert torch.equal(a["normalizer"].total, b["normalizer"].total)
-    assert _scalar_steps(folder) == list(range(1, 61))
+    every = list(range(1, int(total) + 1))
+    assert _scalar_steps(folder) == every
+    assert [json.loads(line)["generation"] for line in metrics.read_text().splitlines()] == every
 
 
 def test_a_script_without_the_main_guard_is_told_about_it(tmp_path):

@@ -113,7 +113,8 @@ def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(tmp_path) -> No
     half = train.train(_config(tmp_path, "half", generations=3, **common))
     resumed = train.train(
         Config(env_id="CartPole-v1", resume=str(half.run_dir / "checkpoint.pt")),
-        {"generations": 6, "progress": False},
+        generations=6,
+        progress=False,
     )
     assert resumed.generations == 6
     a = checkpoint.read(whole.run_dir / "checkpoint.pt")
