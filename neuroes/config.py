@@ -8,11 +8,14 @@ The algorithm's own settings live in ``options``, checked against the options da
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import gymnasium as gym
+import numpy as np
 import torch
 from gymnasium import Space
 from torch import nn
@@ -57,6 +60,12 @@ class Config:
     )
     hidden: tuple[int, ...] | None = _help("hidden layer sizes of the mlp policy", nargs="+")
     normalize: bool | None = _help("normalize observations with running statistics")
+    descriptor: str | Callable[[gym.Env], np.ndarray] | None = _help(
+        "behavior descriptor: auto (the environment family's final position), none, or "
+        "module:function of the finished environment returning a 1-D array (from Python also "
+        "the function itself)",
+        "auto",
+    )
     eval_episodes: int = _help("episodes of the mean policy's evaluation every generation", 10)
     confirm_episodes: int = _help("episodes confirming that the target return is reached", 100)
     target_return: float | None = _help(
@@ -134,7 +143,27 @@ class Config:
         if config.target_return is not None and math.isnan(config.target_return):
             raise ValueError("target_return must be a number, got nan")
         _check_device(config.device)
+        descriptor_function(config.descriptor)
         return config
+
+
+def descriptor_function(descriptor: str | Callable | None) -> Callable | str | None:
+    """``descriptor`` as :class:`neuroes.rollout.Evaluator` takes it: "auto", None, or a
+    function (a ``module:function`` name is imported); a one-line ValueError otherwise."""
+    if descriptor is None or callable(descriptor) or descriptor == "auto":
+        return descriptor
+    if descriptor == "none":
+        return None
+    module, _, name = descriptor.partition(":")
+    try:
+        function = getattr(importlib.import_module(module), name) if name else None
+    except (ImportError, AttributeError) as error:
+        raise ValueError(f"cannot import descriptor {descriptor!r}: {error}") from None
+    if not callable(function):
+        raise ValueError(
+            f"descriptor must be auto, none or module:function, got {descriptor!r}"
+        )
+    return function
 
 
 def _check_device(device: str) -> None:

@@ -31,6 +31,7 @@ import torch
 
 from neuroes.agents import ObservationNormalizer, Policy
 from neuroes.distributions import Normal
+from neuroes.envs import Descriptor
 from neuroes.noise import NoiseTable
 from neuroes.population import Population
 from neuroes.rollout import EnvSource, Evaluator, RolloutError, Rollouts
@@ -60,15 +61,16 @@ class Backend(Protocol):
 
 @dataclass
 class WorkerSpec:
-    """What a worker builds its evaluator from, once: the environment, the policy, the device
-    and the evaluator's threads (:class:`Evaluator`; None: its default in the learner's own
-    evaluator, one thread in each worker of a pool)."""
+    """What a worker builds its evaluator from, once: the environment, the policy, the device,
+    the behavior descriptor (as :class:`Evaluator` takes it) and the evaluator's threads
+    (None: its default in the learner's own evaluator, one thread in each worker of a pool)."""
 
     env: EnvSource
     policy: Policy
     env_kwargs: dict | None = None
     device: str = "cpu"
     threads: int | None = None
+    descriptor: Descriptor | str | None = "auto"
 
     def evaluator(
         self, normalizer: ObservationNormalizer | None = None, threads: int | None = None
@@ -81,6 +83,7 @@ class WorkerSpec:
             normalizer=normalizer,
             device=self.device,
             threads=self.threads if self.threads is not None else threads,
+            descriptor=self.descriptor,
         )
 
 

@@ -29,7 +29,7 @@ from neuroes.agents import (
     set_flat,
 )
 from neuroes.algorithms import Setup, make_algorithm
-from neuroes.config import Config
+from neuroes.config import Config, descriptor_function
 from neuroes.monitor import Monitor
 from neuroes.population import Population
 from neuroes.rollout import Rollouts, make_env
@@ -88,7 +88,8 @@ class Run:
             if (run_dir / "checkpoint.pt").is_file():
                 self.saved_generation = checkpoint.read(run_dir / "checkpoint.pt")["generation"]
         self.last_completed = checkpoint.encode(self.payload())
-        spec = WorkerSpec(config.env_id, policy, device=config.device)
+        descriptor = descriptor_function(config.descriptor)
+        spec = WorkerSpec(config.env_id, policy, device=config.device, descriptor=descriptor)
         self.backend = make_backend(spec, normalizer, config.workers, config.ray)
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2))

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
 
 import gymnasium as gym
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -120,3 +122,30 @@ def test_wandb_gets_the_same_scalars_in_offline_mode(tmp_path, monkeypatch) -> N
         for tag, value in json.loads(line).items():
             text = json.dumps(int(value) if float(value).is_integer() else value)  # as W&B writes
             assert tag.encode() in recorded and text.encode() in recorded, (tag, text)
+
+
+def pole_angle(env: gym.Env) -> np.ndarray:
+    """A descriptor of the finished CartPole episode: its final pole angle."""
+    return np.array([env.unwrapped.state[2]])
+
+
+def test_a_descriptor_function_from_python_and_the_command_line(tmp_path) -> None:
+    summary = train.train("CartPole-v1", algo="maxvar", descriptor=pole_angle, generations=2,
+                          popsize=8, progress=False, logdir=str(tmp_path / "python"))  # fmt: skip
+    config = json.loads((summary.run_dir / "config.json").read_text())
+    assert config["descriptor"] == f"{__name__}:pole_angle"
+    rows = [json.loads(line) for line in (summary.run_dir / "metrics.jsonl").open()]
+    assert all(row["behavior/variance"] > 0 for row in rows)
+    (tmp_path / "angles.py").write_text(
+        "import numpy as np\n\ndef pole(env):\n    return np.array([env.unwrapped.state[2]])\n"
+    )
+    argv = ["CartPole-v1", "--algo", "maxvar", "--descriptor", "angles:pole", "--generations",
+            "2", "--popsize", "8", "--no-progress", "--logdir", str(tmp_path / "cli")]  # fmt: skip
+    environment = os.environ | {"PYTHONPATH": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-m", "neuroes.train", *argv], env=environment,
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    cli_rows = [json.loads(line) for line in (tmp_path / "cli" / "metrics.jsonl").open()]
+    assert [row["behavior/variance"] for row in cli_rows] == [r["behavior/variance"] for r in rows]
+    bad = train.main(["CartPole-v1", "--descriptor", "nowhere:fn", "--logdir", str(tmp_path / "x")])
+    assert bad == 2
