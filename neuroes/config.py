@@ -32,6 +32,9 @@ def _help(text: str, default=None, **kwargs):
 
 @dataclass
 class Config:
+    """One training run: the environment, the algorithm and its ``options``, the budget, the
+    policy, evaluation, logging and where to evaluate. Each field is a command-line flag."""
+
     env_id: str = _help("Gymnasium environment id, e.g. CartPole-v1")
     algo: str = _help("the algorithm; its options are listed under its name", "nes",
                       choices=tuple(ALGORITHMS))  # fmt: skip

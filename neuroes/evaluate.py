@@ -66,6 +66,7 @@ def evaluate(
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command line; returns the exit status."""
     cli = argparse.ArgumentParser(
         prog="python -m neuroes.evaluate", description=__doc__.splitlines()[0]
     )

@@ -98,6 +98,7 @@ def plot(run_dirs: list[str | Path], out: str | Path = "curves.png", x: str = "g
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command line; returns the exit status."""
     cli = argparse.ArgumentParser(
         prog="python -m neuroes.plot", description=__doc__.splitlines()[0]
     )

@@ -175,6 +175,7 @@ def _frame(env) -> np.ndarray:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command line; returns the exit status."""
     cli = argparse.ArgumentParser(
         prog="python -m neuroes.render", description=__doc__.splitlines()[0]
     )

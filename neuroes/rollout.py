@@ -30,6 +30,7 @@ from dataclasses import dataclass, fields
 import numpy as np
 import torch
 from gymnasium.spaces import Box
+from numpy.typing import ArrayLike
 from torch import Tensor
 
 import neuroes.envs  # noqa: F401  (registers the custom environments)
@@ -111,7 +112,7 @@ class Rollouts:
         return Rollouts(*(getattr(self, f.name)[rows] for f in fields(self)))
 
     @classmethod
-    def of(cls, fitness, behaviors=None) -> Rollouts:
+    def of(cls, fitness: ArrayLike, behaviors: ArrayLike | None = None) -> Rollouts:
         """Results of a black-box evaluation: one fitness per member (array-like, (P,)) and
         optionally behaviors (P, k); no episodes, steps or observations."""
         returns = np.asarray(torch.as_tensor(fitness).detach().cpu(), dtype=np.float64)

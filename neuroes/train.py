@@ -264,6 +264,7 @@ def _scalar_type(annotation: str) -> type:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command line; returns the exit status."""
     try:
         args = vars(parser().parse_args(argv))
     except SystemExit as exit:  # --help, or a usage error already printed on one line
