@@ -72,12 +72,16 @@ class BoxHead(ActionHead):
             tensor = torch.as_tensor(value, dtype=torch.float32)
             self.register_buffer(name, tensor, persistent=False)
         self.register_buffer("bounded", torch.as_tensor(bounded), persistent=False)
+        self.all_bounded = bool(bounded.all())
 
     def forward(self, out: Tensor) -> Tensor:
-        names = ("low", "high", "center", "half_range", "bounded")
-        low, high, center, half_range, bounded = (getattr(self, n).to(out.device) for n in names)
+        buffers = self.low, self.high, self.center, self.half_range, self.bounded
+        if self.low.device != out.device:
+            buffers = tuple(buffer.to(out.device) for buffer in buffers)
+        low, high, center, half_range, bounded = buffers
         if self.squash:
-            out = torch.where(bounded, center + half_range * torch.tanh(out), out)
+            squashed = center + half_range * torch.tanh(out)
+            out = squashed if self.all_bounded else torch.where(bounded, squashed, out)
         return out.clamp(low, high).reshape(*out.shape[:-1], *self.shape)
 
 

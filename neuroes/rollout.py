@@ -41,7 +41,7 @@ from neuroes.agents import (
     flatten_observations,
     observation_dim,
 )
-from neuroes.agents.flat import Forward, aligned_rows
+from neuroes.agents.flat import aligned_rows
 from neuroes.envs import Descriptor, descriptor_for
 from neuroes.envs.vector import BatchEnv, EnvFailure, EnvSource, make_batch, make_env
 
@@ -255,9 +255,8 @@ class Evaluator:
         # run beside it (matrix kernels round differently for different row counts).
         thetas = thetas.to(self.device, torch.float32).repeat_interleave(episodes, 0)
         with torch.no_grad():
-            forward = self.forward.bind(self.forward.prepare(thetas))
             returns, lengths, behaviors, total, total_sq = self._play(
-                batch, forward, seeds, max_steps, episodes
+                batch, thetas, seeds, max_steps, episodes
             )
         dim = total.shape[1]
         return Rollouts(
@@ -272,7 +271,7 @@ class Evaluator:
     def _play(
         self,
         batch: BatchEnv,
-        forward: Forward,
+        thetas: Tensor,
         seeds: np.ndarray,
         max_steps: int | None,
         episodes: int,
@@ -282,13 +281,9 @@ class Evaluator:
         The per-step work besides the environment and the forward is a fixed handful of
         numpy and torch calls over the whole batch, each row computed on its own.
         """
-        n, head = len(seeds), self.policy.head
-        space, action_shape = batch.observation_space, (len(seeds), *batch.action_space.shape)
+        n, space = len(seeds), batch.observation_space
         dim = observation_dim(space)
-        inputs = aligned_rows(torch.zeros(n, 1, dim, device=self.device))
-        row = inputs[:, 0]
-        state = self.policy.initial_state(n)
-        state = None if state is None else state.to(self.device).unsqueeze(1)
+        act = _Actors(self, thetas, dim, batch.action_space.shape)
         running, seen = np.ones(n, dtype=bool), True  # seen: the rows whose observations count
         returns, lengths = np.zeros(n), np.zeros(n, dtype=np.int64)
         total, total_sq, square = np.zeros((n, dim)), np.zeros((n, dim)), np.empty((n, dim))
@@ -308,12 +303,8 @@ class Evaluator:
             np.add(total, flat, out=total, where=seen)
             np.multiply(flat, flat, out=square, dtype=np.float64)
             np.add(total_sq, square, out=total_sq, where=seen)
-            observed = torch.from_numpy(flat).to(self.device)
-            row.copy_(observed if self.normalizer is None else self.normalizer(observed))
-            outputs, state = forward(inputs, state)
-            actions = head.to_numpy(head(outputs)).reshape(action_shape)
             try:
-                obs, rewards, terminated, truncated = batch.step(actions, running)
+                obs, rewards, terminated, truncated = batch.step(act(flat), running)
             except EnvFailure as failure:
                 raise self._error(failure.index, episodes, step, failure.what) from failure
             if not np.isfinite(rewards.sum() + obs.sum()):  # a sum that overflows is checked too
@@ -334,6 +325,7 @@ class Evaluator:
                 if not running.any():
                     return returns, lengths, behaviors, total, total_sq
                 seen = running[:, None]  # a view: follows running
+                act.keep(running)
 
     def _check_finite(self, obs, rewards, running, episodes, step) -> None:
         for values, what in ((rewards, "reward"), (obs.reshape(len(obs), -1), "observation")):
@@ -346,6 +338,60 @@ class Evaluator:
     def _error(index: int, episodes: int, step: int, what: str) -> RolloutError:
         member, episode = divmod(index, episodes)
         return RolloutError(member, episode, step, what)
+
+
+class _Actors:
+    """The policies of a shard's rows (``thetas`` (n, d)), acting for the rows still running.
+
+    The forward runs on the live rows only, chosen again whenever at most half of them still
+    run: a member's actions are bitwise the same in any batch, and finished members would
+    otherwise cost as much per step as running ones. Rows that are not live keep their last
+    actions.
+    """
+
+    def __init__(
+        self, evaluator: Evaluator, thetas: Tensor, dim: int, action_shape: tuple[int, ...]
+    ) -> None:
+        self.forward, self.head = evaluator.forward, evaluator.policy.head
+        self.normalizer, self.device = evaluator.normalizer, evaluator.device
+        self.dim, self.action_shape = dim, action_shape
+        state = evaluator.policy.initial_state(len(thetas))
+        self.state = None if state is None else state.to(self.device).unsqueeze(1)
+        self.live: np.ndarray | None = None  # None: every row
+        self.actions: np.ndarray | None = None
+        self._bind(thetas)
+
+    def _bind(self, thetas: Tensor) -> None:
+        self.thetas = thetas
+        self.policies = self.forward.bind(self.forward.prepare(thetas))
+        self.inputs = aligned_rows(torch.zeros(len(thetas), 1, self.dim, device=self.device))
+        self.row = self.inputs[:, 0]
+
+    def __call__(self, flat: np.ndarray) -> np.ndarray:
+        """Actions (n, *action_shape) for flat float32 observations (n, dim)."""
+        observed = torch.from_numpy(flat).to(self.device)
+        if self.live is not None:
+            observed = observed[self.rows]
+        self.row.copy_(observed if self.normalizer is None else self.normalizer(observed))
+        outputs, self.state = self.policies(self.inputs, self.state)
+        actions = self.head.to_numpy(self.head(outputs)).reshape(len(outputs), *self.action_shape)
+        if self.live is None:
+            self.actions = actions
+        else:
+            self.actions[self.live] = actions
+        return self.actions
+
+    def keep(self, running: np.ndarray) -> None:
+        """Narrows the forward to the running rows once at most half of the live ones run."""
+        if 2 * running.sum() > len(self.thetas):
+            return
+        live = np.flatnonzero(running)
+        within = live if self.live is None else np.searchsorted(self.live, live)
+        index = torch.from_numpy(within).to(self.device)
+        self._bind(self.thetas[index])
+        self.state = None if self.state is None else self.state[index]
+        self.live, self.rows = live, torch.from_numpy(live).to(self.device)
+        self.actions = self.actions.copy()
 
 
 def evaluate(

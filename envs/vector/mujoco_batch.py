@@ -102,13 +102,14 @@ class MujocoBatch:
                 f"Expected {(nu,)}, found {actions.shape[1:]}",
             )
         model, skip, datas, controls = self.model, self.frame_skip, self.active, self.controls
+        mj_step, contact_forces = mujoco.mj_step, self.contact_forces
         for j in np.flatnonzero(running).tolist():
             controls[j][:] = actions[j]
             try:
-                mujoco.mj_step(model, datas[j], skip)
+                mj_step(model, datas[j], skip)
             except Exception as error:
                 raise EnvFailure(j, f"raised {type(error).__name__}: {error}") from error
-            if self.contact_forces:
+            if contact_forces:
                 mujoco.mj_rnePostConstraint(model, datas[j])
         for arrays, rows in self.gather:
             np.concatenate(arrays, out=rows)
