@@ -17,6 +17,7 @@ import numpy as np
 from gymnasium import Space
 
 EnvSource = str | Callable[[], gym.Env]
+Step = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # obs, rewards, terminated, truncated
 T = TypeVar("T")
 
 
@@ -36,9 +37,7 @@ class BatchEnv(Protocol):
         """Starts one episode per seed (n,); returns the first observations (n, ...)."""
         ...
 
-    def step(
-        self, actions: np.ndarray, running: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    def step(self, actions: np.ndarray, running: np.ndarray) -> Step:
         """Advances the sub-environments where ``running`` (n,) is set by ``actions`` (n, ...).
 
         Returns observations (n, ...), float64 rewards (n,), ``terminated`` and ``truncated``
@@ -75,9 +74,3 @@ def by_seed(seeds: np.ndarray, start: Callable[[int], T]) -> list[T]:
     seed (a population's episodes share a few seeds)."""
     drawn = {s: start(int(s)) for s in np.unique(seeds)}
     return [drawn[s] for s in seeds]
-
-
-def scalar_square(x: np.ndarray) -> np.ndarray:
-    """``x ** 2`` as numpy computes it for one scalar (libm ``pow``), which can differ in the
-    last bit from the ``x * x`` that ``array ** 2`` computes."""
-    return np.power(x, np.full_like(x, 2.0))

@@ -13,10 +13,12 @@ import gymnasium as gym
 import numpy as np
 
 from neuroes.envs.descriptors import vector_cart_x
-from neuroes.envs.vector.base import by_seed, make_env
+from neuroes.envs.vector.base import Step, by_seed, make_env
 
 
 class CartPoleBatch:
+    """CartPole sub-environments in one ``CartPoleVectorEnv``."""
+
     releases_gil = False
 
     def __init__(self, env_id: str, env_kwargs: dict | None) -> None:
@@ -39,7 +41,7 @@ class CartPoleBatch:
         self.single.reset(seed=seed)
         return np.array(self.single.state, dtype=np.float64)
 
-    def step(self, actions: np.ndarray, running: np.ndarray):
+    def step(self, actions: np.ndarray, running: np.ndarray) -> Step:
         observations, rewards, terminated, truncated, _ = self.vector.step(actions)
         return observations, rewards.astype(np.float64), terminated, truncated
 

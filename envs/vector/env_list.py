@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from neuroes.envs.descriptors import Descriptor
-from neuroes.envs.vector.base import EnvFailure, EnvSource, make_env
+from neuroes.envs.vector.base import EnvFailure, EnvSource, Step, make_env
 
 
 class EnvList:
@@ -33,7 +33,7 @@ class EnvList:
         self.observations = np.stack([self._checked(j, obs) for j, obs in enumerate(first)])
         return self.observations
 
-    def step(self, actions: np.ndarray, running: np.ndarray):
+    def step(self, actions: np.ndarray, running: np.ndarray) -> Step:
         n = len(self.active)
         self.observations = observations = self.observations.copy()
         rewards = np.zeros(n)

@@ -18,6 +18,7 @@ anything else it returns None and the evaluator falls back to a list of environm
 from __future__ import annotations
 
 import numpy as np
+from gymnasium.envs.mujoco import MujocoEnv
 from gymnasium.envs.mujoco.ant_v5 import AntEnv
 from gymnasium.envs.mujoco.half_cheetah_v5 import HalfCheetahEnv
 from gymnasium.envs.mujoco.hopper_v5 import HopperEnv
@@ -32,6 +33,7 @@ from neuroes.envs.vector.base import make_env
 from neuroes.envs.vector.mujoco_batch import MujocoBatch
 
 F = dict[str, np.ndarray]
+Outcome = tuple[np.ndarray, np.ndarray]  # rewards, terminated
 STATE = {"qpos": lambda d: d.qpos, "qvel": lambda d: d.qvel}
 
 
@@ -60,7 +62,7 @@ class Forward:
     fields = STATE
     position_columns = 1
 
-    def __init__(self, env, skipped: int) -> None:
+    def __init__(self, env: MujocoEnv, skipped: int) -> None:
         self.skip = skipped if env._exclude_current_positions_from_observation else 0
         self.forward, self.ctrl = env._forward_reward_weight, env._ctrl_cost_weight
 
@@ -73,7 +75,7 @@ class Forward:
     def observe(self, f: F) -> np.ndarray:
         return np.concatenate([f["qpos"][:, self.skip :], self.velocities(f)], axis=1)
 
-    def reward(self, f: F, velocity: np.ndarray, actions: np.ndarray):
+    def reward(self, f: F, velocity: np.ndarray, actions: np.ndarray) -> Outcome:
         rewards = self.forward * velocity - control_cost(self.ctrl, actions)
         return rewards, np.zeros(len(rewards), dtype=bool)
 
@@ -81,7 +83,7 @@ class Forward:
 class Hopping(Forward):
     """Hopper and Walker2d: clipped velocities, an alive bonus, termination when unhealthy."""
 
-    def __init__(self, env) -> None:
+    def __init__(self, env: MujocoEnv) -> None:
         super().__init__(env, 1)
         self.alive, self.terminate = env._healthy_reward, env._terminate_when_unhealthy
         self.z, self.angle = env._healthy_z_range, env._healthy_angle_range
@@ -98,7 +100,7 @@ class Hopping(Forward):
             healthy &= within(state, self.state).all(axis=1)
         return healthy
 
-    def reward(self, f: F, velocity: np.ndarray, actions: np.ndarray):
+    def reward(self, f: F, velocity: np.ndarray, actions: np.ndarray) -> Outcome:
         healthy, ctrl = self.healthy(f), control_cost(self.ctrl, actions)
         rewards = (self.forward * velocity + healthy * self.alive) - ctrl
         return rewards, ~healthy & self.terminate
@@ -109,7 +111,7 @@ class Ant:
 
     position_columns = 2
 
-    def __init__(self, env) -> None:
+    def __init__(self, env: MujocoEnv) -> None:
         self.skip = 2 if env._exclude_current_positions_from_observation else 0
         self.forward, self.ctrl = env._forward_reward_weight, env._ctrl_cost_weight
         self.contact, self.force_range = env._contact_cost_weight, env._contact_force_range
@@ -130,7 +132,7 @@ class Ant:
             parts.append(self.contact_forces(f)[:, 1:].reshape(len(f["qpos"]), -1))
         return np.concatenate(parts, axis=1)
 
-    def reward(self, f: F, velocity: np.ndarray, actions: np.ndarray):
+    def reward(self, f: F, velocity: np.ndarray, actions: np.ndarray) -> Outcome:
         qpos, n = f["qpos"], len(f["qpos"])
         state = np.concatenate([qpos, f["qvel"]], axis=1)
         healthy = np.isfinite(state).all(axis=1) & (self.z[0] <= qpos[:, 2])
@@ -153,7 +155,7 @@ class Humanoid:
         "_include_cfrc_ext_in_observation": ("cfrc_ext", 1),
     }
 
-    def __init__(self, env) -> None:
+    def __init__(self, env: MujocoEnv) -> None:
         self.skip = 2 if env._exclude_current_positions_from_observation else 0
         self.forward, self.ctrl = env._forward_reward_weight, env._ctrl_cost_weight
         self.contact, self.cost_range = env._contact_cost_weight, env._contact_cost_range
@@ -174,7 +176,7 @@ class Humanoid:
         parts += [f[name][:, first:].reshape(n, -1) for name, first in self.included]
         return np.concatenate(parts, axis=1)
 
-    def reward(self, f: F, velocity: np.ndarray, actions: np.ndarray):
+    def reward(self, f: F, velocity: np.ndarray, actions: np.ndarray) -> Outcome:
         n, z = len(f["qpos"]), f["qpos"][:, 2]
         healthy = within(z, self.z)
         contact = self.contact * np.sum(np.square(f["cfrc_ext"]).reshape(n, -1), axis=1)
@@ -189,7 +191,7 @@ class InvertedPendulum:
     fields = STATE
     position_columns = 0
 
-    def __init__(self, env) -> None:
+    def __init__(self, env: MujocoEnv) -> None:
         pass
 
     def progress(self, f: F) -> None:
@@ -198,7 +200,7 @@ class InvertedPendulum:
     def observe(self, f: F) -> np.ndarray:
         return np.concatenate([f["qpos"], f["qvel"]], axis=1)
 
-    def reward(self, f: F, velocity: None, actions: np.ndarray):
+    def reward(self, f: F, velocity: None, actions: np.ndarray) -> Outcome:
         observations = self.observe(f)
         terminated = ~np.isfinite(observations).all(axis=1) | (np.abs(observations[:, 1]) > 0.2)
         return (~terminated).astype(np.float64), terminated
@@ -209,7 +211,7 @@ class InvertedDoublePendulum:
 
     position_columns = 0
 
-    def __init__(self, env) -> None:
+    def __init__(self, env: MujocoEnv) -> None:
         self.alive = env._healthy_reward
         self.fields = {
             **STATE,
@@ -226,7 +228,7 @@ class InvertedDoublePendulum:
         parts.append(np.clip(f["qfrc_constraint"], -10, 10)[:, :1])
         return np.concatenate(parts, axis=1)
 
-    def reward(self, f: F, velocity: None, actions: np.ndarray):
+    def reward(self, f: F, velocity: None, actions: np.ndarray) -> Outcome:
         x, y = f["tip"][:, 0], f["tip"][:, 2]
         v1, v2 = f["qvel"][:, 1], f["qvel"][:, 2]
         terminated = y <= 1
@@ -240,7 +242,7 @@ class Reacher:
 
     position_columns = 0
 
-    def __init__(self, env) -> None:
+    def __init__(self, env: MujocoEnv) -> None:
         self.dist, self.ctrl = env._reward_dist_weight, env._reward_control_weight
         tip, target = env.data.body("fingertip").id, env.data.body("target").id
         self.fields = {**STATE, "tip": lambda d: d.xpos[tip], "target": lambda d: d.xpos[target]}
@@ -254,7 +256,7 @@ class Reacher:
         parts = [np.cos(theta), np.sin(theta), f["qpos"][:, 2:], f["qvel"][:, :2], reach]
         return np.concatenate(parts, axis=1)
 
-    def reward(self, f: F, velocity: None, actions: np.ndarray):
+    def reward(self, f: F, velocity: None, actions: np.ndarray) -> Outcome:
         reach = f["tip"] - f["target"]
         distance = np.sqrt([row.dot(row) for row in reach])  # np.linalg.norm of one row
         rewards = -distance * self.dist + -np.sum(np.square(actions), axis=1) * self.ctrl

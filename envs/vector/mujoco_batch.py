@@ -21,7 +21,7 @@ import gymnasium as gym
 import mujoco
 import numpy as np
 
-from neuroes.envs.vector.base import EnvFailure, by_seed
+from neuroes.envs.vector.base import EnvFailure, Step, by_seed
 
 
 class Task(Protocol):
@@ -93,7 +93,7 @@ class MujocoBatch:
         progress = self.task.progress(self.f)
         return None if progress is None else progress.copy()
 
-    def step(self, actions: np.ndarray, running: np.ndarray):
+    def step(self, actions: np.ndarray, running: np.ndarray) -> Step:
         n, nu = len(self.active), self.model.nu
         if actions.shape[1:] != (nu,):
             raise EnvFailure(

@@ -12,10 +12,12 @@ import gymnasium as gym
 import numpy as np
 
 from neuroes.envs.descriptors import vector_descriptor_for
-from neuroes.envs.vector.base import make_env
+from neuroes.envs.vector.base import Step, make_env
 
 
 class SeededVector:
+    """The sub-environments of one native vector environment of ``env_id``."""
+
     releases_gil = False
 
     def __init__(self, env_id: str, env_kwargs: dict | None) -> None:
@@ -32,7 +34,7 @@ class SeededVector:
             ).unwrapped
         return self.vector.reset(seed=[int(s) for s in seeds])[0]
 
-    def step(self, actions: np.ndarray, running: np.ndarray):
+    def step(self, actions: np.ndarray, running: np.ndarray) -> Step:
         observations, rewards, terminated, truncated, _ = self.vector.step(actions)
         return observations, rewards, terminated, truncated
 

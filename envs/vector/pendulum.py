@@ -3,18 +3,29 @@
 Gymnasium has no vector Pendulum. This one computes in the single environment's dtypes (the
 torque stays float32) and truncates at the spec's ``max_episode_steps``; starts are those
 ``PendulumEnv.reset(seed=s)`` draws. Each sub-environment matches the single environment to
-the last bit of numpy's array ``sin``/``cos``: bitwise where they equal the scalar libm calls,
-within a relative 1e-9 of returns on CPUs where they take other SIMD kernels (AVX-512).
+the last bit of numpy's array ``sin``, ``cos`` and ``power``: bitwise where they equal the
+scalar libm calls, within a relative 1e-9 of returns on CPUs where they take other SIMD kernels
+(AVX-512).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from neuroes.envs.vector.base import by_seed, make_env, scalar_square
+from neuroes.envs.vector.base import Step, by_seed, make_env
+
+
+def _square(x: np.ndarray) -> np.ndarray:
+    """``x ** 2`` through numpy's ``power``, as the single environment's scalar ``** 2`` computes
+    it (libm ``pow``, which can differ in the last bit from the ``x * x`` of ``array ** 2``);
+    where numpy's array ``power`` takes SIMD kernels (AVX-512) it can differ from the scalar in
+    the last bit too."""
+    return np.power(x, np.full_like(x, 2.0))
 
 
 class PendulumBatch:
+    """Pendulum sub-environments as (n, 2) float64 states: angle and angular speed."""
+
     releases_gil = False
 
     def __init__(self, env_id: str, env_kwargs: dict | None) -> None:
@@ -32,11 +43,11 @@ class PendulumBatch:
         self.single.reset(seed=seed)
         return np.array(self.single.state, dtype=np.float64)
 
-    def step(self, actions: np.ndarray, running: np.ndarray):
+    def step(self, actions: np.ndarray, running: np.ndarray) -> Step:
         env, (th, thdot) = self.single, self.state.T
         u = np.clip(actions[:, 0], -env.max_torque, env.max_torque)
         angle = ((th + np.pi) % (2 * np.pi)) - np.pi
-        costs = scalar_square(angle) + 0.1 * scalar_square(thdot) + 0.001 * scalar_square(u)
+        costs = _square(angle) + 0.1 * _square(thdot) + 0.001 * _square(u)
         change = 3 * env.g / (2 * env.l) * np.sin(th) + 3.0 / (env.m * env.l**2) * u
         thdot = np.clip(thdot + change * env.dt, -env.max_speed, env.max_speed)
         self.state = np.stack([th + thdot * env.dt, thdot], axis=1)
