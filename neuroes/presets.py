@@ -1,10 +1,12 @@
 """Training defaults per environment, in one table.
 
 A field left out of an environment's row takes its value from ``GENERIC``; a flag given on the
-command line overrides both. A row keyed ``(env_id, algo)`` overrides the environment's row for
-that algorithm. Rows hold run fields of :class:`neuroes.config.Config` and algorithm options
-(``lr``, ...); an option applies to the algorithms that declare it, and an option left out of
-every row takes its declared default. ``target_return`` defaults to the environment's
+command line overrides all. A row keyed ``("*", algo)`` holds an algorithm's own defaults on
+every environment and overrides the environment's row, whose ``lr`` is tuned for Adam (NES,
+MaxVar, MaxEnt, ES-ENAS); a row keyed ``(env_id, algo)`` overrides both for that algorithm
+there. Rows hold run fields of :class:`neuroes.config.Config` and algorithm options (``lr``,
+...); an option applies to the algorithms that declare it, and an option left out of every row
+takes its declared default. ``target_return`` defaults to the environment's
 ``spec.reward_threshold`` when it has one.
 """
 
@@ -45,6 +47,12 @@ PRESETS: dict[str | tuple[str, str], dict] = {
         "edge_fraction": (1.0, 0.15, 1.0),
         "controller_lr": 1.0,
     },
+    # The baselines' step sizes, from their papers: SNES's eta_mu (Schaul et al., 2011), ARS's
+    # alpha (Mania et al., 2018, with its linear policy), PGPE's ClipUp step (evotorch's CartPole
+    # example: 0.1, max speed 0.2).
+    ("*", "snes"): {"lr": 1.0},
+    ("*", "pgpe"): {"lr": 0.1},
+    ("*", "ars"): {"policy": "linear", "lr": 0.02},
     "MountainCarContinuous-v0": {
         "popsize": 64,
         "sigma": 0.5,
@@ -80,4 +88,7 @@ PRESETS: dict[str | tuple[str, str], dict] = {
 
 def defaults_for(env_id: str, algo: str = "nes") -> dict:
     """The defaults of ``algo`` on ``env_id``: its rows of ``PRESETS`` over ``GENERIC``."""
-    return {**GENERIC, **PRESETS.get(env_id, {}), **PRESETS.get((env_id, algo), {})}
+    defaults = dict(GENERIC)
+    for row in (env_id, ("*", algo), (env_id, algo)):
+        defaults.update(PRESETS.get(row, {}))
+    return defaults

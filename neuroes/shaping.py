@@ -10,6 +10,7 @@ the maximized objective adds ``-c * mu`` to the gradient of ``mu``. The Gaussian
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -34,6 +35,23 @@ def centered_ranks(x: Tensor) -> Tensor:
     return (ranks / (n - 1) - 0.5).to(torch.float32).reshape(x.shape)
 
 
+def utilities(x: Tensor) -> Tensor:
+    """NES utilities of the scores ``x`` (n,) (Wierstra et al., 2014, as SNES uses them): the
+    k-th best of n gets ``max(0, ln(n/2 + 1) - ln k) / sum_j max(0, ln(n/2 + 1) - ln j) - 1/n``.
+    They sum to zero; tied scores share their mean utility."""
+    n = len(x)
+    rank = torch.arange(1, n + 1, dtype=torch.float64)
+    raw = (math.log(n / 2 + 1) - rank.log()).clamp(min=0)
+    by_rank = raw / raw.sum() - 1 / n
+    values = torch.empty(n, dtype=torch.float64)
+    values[x.argsort(descending=True, stable=True)] = by_rank
+    distinct, inverse = x.unique(return_inverse=True)
+    if len(distinct) < n:
+        total = torch.zeros(len(distinct), dtype=torch.float64).scatter_add_(0, inverse, values)
+        values = (total / torch.bincount(inverse))[inverse]
+    return values.to(torch.float32)
+
+
 def zscore(x: Tensor, eps: float = 1e-8) -> Tensor:
     """``(x - mean) / std`` along dim 0; a constant column maps to zeros, never NaN."""
     x = x.to(torch.float32) if not x.is_floating_point() else x
@@ -55,5 +73,6 @@ def weight_decay(mu: Tensor, coefficient: float) -> Tensor:
 SHAPINGS: dict[str, Callable[[Tensor], Tensor]] = {
     "centered_ranks": centered_ranks,
     "zscore": zscore,
+    "utilities": utilities,
     "none": identity,
 }

@@ -10,12 +10,17 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from neuroes.algorithms.ars import ARS
 from neuroes.algorithms.base import Algorithm, Setup
+from neuroes.algorithms.cmaes import CMA, SepCMA
 from neuroes.algorithms.enas import ENAS
 from neuroes.algorithms.evolvability import MaxEnt, MaxVar
 from neuroes.algorithms.ga import GeneticAlgorithm
 from neuroes.algorithms.gaussian import GaussianES
 from neuroes.algorithms.nes import NES
+from neuroes.algorithms.novelty import NSES, NSRAES, NSRES
+from neuroes.algorithms.pgpe import PGPE
+from neuroes.algorithms.snes import SNES
 
 ALGORITHMS: dict[str, type[Algorithm]] = {
     "nes": NES,
@@ -23,6 +28,14 @@ ALGORITHMS: dict[str, type[Algorithm]] = {
     "maxent": MaxEnt,
     "ga": GeneticAlgorithm,
     "enas": ENAS,
+    "snes": SNES,
+    "pgpe": PGPE,
+    "ars": ARS,
+    "cma": CMA,
+    "sepcma": SepCMA,
+    "ns": NSES,
+    "nsr": NSRES,
+    "nsra": NSRAES,
 }
 
 
@@ -61,13 +74,18 @@ def make_algorithm(name: str, setup: Setup, options: dict[str, Any] | None = Non
 
 __all__ = [
     "ALGORITHMS",
+    "ARS",
+    "CMA",
     "ENAS",
     "NES",
+    "PGPE",
+    "SNES",
     "Algorithm",
     "GaussianES",
     "GeneticAlgorithm",
     "MaxEnt",
     "MaxVar",
+    "SepCMA",
     "Setup",
     "algorithm",
     "make_algorithm",

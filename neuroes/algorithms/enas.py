@@ -30,14 +30,14 @@ from torch import Tensor
 from neuroes.agents import get_flat
 from neuroes.agents.masked import SPACES, SearchSpace, make_space
 from neuroes.algorithms.base import Results, Setup, option, require_positive
-from neuroes.algorithms.gaussian import GaussianOptions
+from neuroes.algorithms.gaussian import IsotropicOptions
 from neuroes.algorithms.nes import NES
 from neuroes.distributions import Distribution, Joint, Normal
 from neuroes.population import Population
 
 
 @dataclass
-class ENASOptions(GaussianOptions):
+class ENASOptions(IsotropicOptions):
     """Options of ES-ENAS: the search space and the controller's learning rate."""
 
     topology: str = option(

@@ -15,7 +15,7 @@ from torch import Tensor
 from neuroes.algorithms.base import option, require_positive
 from neuroes.algorithms.gaussian import (
     GaussianES,
-    GaussianOptions,
+    IsotropicOptions,
     behaviors_tensor,
     returns_tensor,
 )
@@ -25,7 +25,7 @@ from neuroes.rollout import Rollouts
 
 
 @dataclass
-class MaxVarOptions(GaussianOptions):
+class MaxVarOptions(IsotropicOptions):
     fitness_weight: float = option(
         "weight of expected fitness added to the evolvability objective", 0.0
     )

@@ -1,0 +1,296 @@
+"""Every algorithm at one wall-clock budget per environment, with evotorch's PGPE as a cross-check
+of neuroes' PGPE.
+
+    python benchmarks/algorithms.py          # 3 environments x 8 rows x seeds 0 1 2: about 3 h
+    python benchmarks/algorithms.py --budget 3 --seeds 0      # every row once: about 3 minutes
+
+Rows, each on 2 worker processes (``--workers``), seeds interleaved:
+
+- neuroes ``nes``, ``snes``, ``pgpe``, ``ars``, ``sepcma``, ``cma`` and ``ga``: ``python -m
+  neuroes.train ENV --algo ALGO --workers 2`` with the algorithm's defaults on that environment
+  (``neuroes/presets.py``), ended only by the budget (``--time-limit B --target-return inf``).
+  Full-covariance ``cma`` is refused above 2000 parameters (HalfCheetah's MLP 64-64): its row
+  says so.
+- evotorch PGPE: neuroes' ``pgpe`` settings on that environment run through evotorch's
+  ``PGPE`` + ClipUp on a ``VecGymNE`` of 2 Ray actors: population, initial sigma
+  (``stdev_init``), ClipUp step, max speed and momentum, sigma learning rate, 20% sigma change
+  cap, centered ranks, symmetric sampling, the same network (tanh MLP; Box actions through
+  ``tanh`` rescaled to the bounds, as neuroes' head), the same initial centre, observation
+  normalization and episodes per member. After every generation its centre plays
+  ``EVAL_EPISODES`` episodes on a second ``VecGymNE`` given a copy of the observation
+  statistics, inside the budget, as neuroes evaluates its mean policy as extra rows.
+
+Budgets (``--budget`` sets one for all): CartPole-v1 30 s, Pendulum-v1 120 s, HalfCheetah-v5
+300 s per run. The clock counts generations only (neuroes' ``time/wall``); start-up done lazily
+by worker processes or Ray actors falls inside the first generation (evotorch creates its actors
+there). Reported per environment: a Markdown table of the best mean-policy (centre) return,
+median [range] over seeds, with generations and environment steps, and a figure of the best
+return so far against seconds (median over seeds) written to ``--figures``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import logging
+import math
+import os
+import statistics
+import tempfile
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import gymnasium as gym
+import matplotlib
+import numpy as np
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from neuroes.agents import get_flat, make_policy
+from neuroes.algorithms import Setup, make_algorithm
+from neuroes.config import Config
+from neuroes.train import train
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (after choosing the file backend)
+
+BUDGETS = {"CartPole-v1": 30.0, "Pendulum-v1": 120.0, "HalfCheetah-v5": 300.0}
+ALGOS = ("nes", "snes", "pgpe", "ars", "sepcma", "cma", "ga")
+EVOTORCH = "evotorch pgpe"
+EVAL_EPISODES = 10  # neuroes' default eval_episodes
+
+
+@dataclass
+class Result:
+    """One run: the best evaluation of its mean policy, its size and its learning curve."""
+
+    best: float
+    generations: int
+    env_steps: int
+    trace: list[tuple[float, float]]  # (seconds into the budget, mean-policy return) per generation
+
+
+def run_neuroes(env_id: str, algo: str, budget: float, workers: int, seed: int) -> Result:
+    with tempfile.TemporaryDirectory() as logdir:
+        summary = train(
+            Config(
+                env_id,
+                algo,
+                seed=seed,
+                workers=workers,
+                time_limit=budget,
+                target_return=math.inf,
+                generations=10**9,
+                eval_episodes=EVAL_EPISODES,
+                progress=False,
+                logdir=logdir,
+            )
+        )
+        events = EventAccumulator(logdir)
+        events.Reload()
+        walls, returns = events.Scalars("time/wall"), events.Scalars("eval/return")
+        trace = [(w.value, r.value) for w, r in zip(walls, returns, strict=True)]
+    return Result(summary.best_return, summary.generations, summary.env_steps, trace)
+
+
+def make_env(env_id: str) -> gym.Env:
+    """``env_id`` with a Box action space rescaled from [-1, 1], for a network ending in tanh."""
+    env = gym.make(env_id)
+    if isinstance(env.action_space, gym.spaces.Box):
+        one = np.ones(env.action_space.shape, np.float32)
+        env = gym.wrappers.RescaleAction(env, -one, one)
+    return env
+
+
+class EnvMaker:
+    """``num_envs`` copies of ``make_env(env_id)`` in evotorch's vector environment, as
+    ``VecGymNE`` makes them from an environment name; picklable for Ray actors."""
+
+    def __init__(self, env_id: str) -> None:
+        self.env_id = env_id
+
+    def __call__(self, num_envs: int, **kwargs) -> gym.vector.VectorEnv:
+        from evotorch.neuroevolution.net.vecrl import SyncVectorEnv
+
+        return SyncVectorEnv([partial(make_env, self.env_id)] * num_envs, **kwargs)
+
+
+def run_evotorch(env_id: str, budget: float, workers: int, seed: int) -> Result:
+    """evotorch's PGPE with the resolved settings of neuroes' ``pgpe`` on ``env_id``."""
+    from evotorch.algorithms import PGPE
+    from evotorch.neuroevolution import VecGymNE
+
+    config = Config(env_id, "pgpe", seed=seed).resolved()
+    env = gym.make(env_id)
+    with torch.random.fork_rng():  # neuroes' initial policy for this seed
+        torch.manual_seed(seed)
+        hidden = {"hidden": config.hidden} if config.policy == "mlp" else {}
+        policy = make_policy(config.policy, env.observation_space, env.action_space, **hidden)
+    sizes = ["obs_length", *map(str, hidden.get("hidden", ())), "act_length"]
+    layers = [f"Linear({a}, {b})" for a, b in zip(sizes[:-1], sizes[1:], strict=True)]
+    box = isinstance(env.action_space, gym.spaces.Box)
+    network = " >> Tanh() >> ".join(layers) + (" >> Tanh()" if box else "")
+    torch.manual_seed(seed)
+    problems = [
+        VecGymNE(
+            EnvMaker(env_id),
+            network,
+            observation_normalization=config.normalize,
+            num_episodes=episodes,
+            num_actors=workers,
+        )
+        for episodes in (config.episodes, 1)
+    ]
+    problem, judge = problems
+    setup = Setup(policy, config.popsize, config.sigma, seed)
+    ours = make_algorithm("pgpe", setup, config.options)
+    clipup = ours.optimizer.param_groups[0]
+    searcher = PGPE(
+        problem,
+        popsize=config.popsize,
+        center_init=get_flat(policy),
+        center_learning_rate=clipup["lr"],
+        stdev_init=config.sigma,
+        stdev_learning_rate=ours.sigma_lr,
+        stdev_max_change=ours.sigma_max_change,
+        optimizer="clipup",
+        optimizer_config={
+            "max_speed": clipup["max_speed"] or 2 * clipup["lr"],
+            "momentum": clipup["momentum"],
+        },
+        ranking_method="centered",
+        symmetric=True,
+    )
+    trace, start = [], time.perf_counter()
+    try:
+        while time.perf_counter() - start < budget:
+            searcher.step()
+            if config.normalize:  # a copy: the judge's episodes add to what it is given
+                judge.set_observation_stats(copy.deepcopy(problem.get_observation_stats()))
+            batch = judge.generate_batch(EVAL_EPISODES)
+            batch.set_values(searcher.status["center"].repeat(EVAL_EPISODES, 1))
+            judge.evaluate(batch)
+            trace.append((time.perf_counter() - start, batch.evals.mean().item()))
+    finally:
+        for each in problems:
+            if each.actors:
+                each.kill_actors()
+    return Result(max(v for _, v in trace), len(trace), problem.interaction_count, trace)
+
+
+def spread(values: list[float]) -> str:
+    """Median [min, max]."""
+    return f"{statistics.median(values):.1f} [{min(values):.1f}, {max(values):.1f}]"
+
+
+def best_so_far(trace: list[tuple[float, float]], times: np.ndarray) -> np.ndarray:
+    """The best return seen by each of ``times`` (NaN before the first evaluation)."""
+    seconds = np.array([s for s, _ in trace])
+    best = np.maximum.accumulate([v for _, v in trace])
+    index = np.searchsorted(seconds, times, side="right") - 1
+    return np.where(index >= 0, best[np.clip(index, 0, None)], np.nan)
+
+
+def figure(env_id: str, results: dict[str, list[Result]], path: Path) -> None:
+    end = max(r.trace[-1][0] for runs in results.values() for r in runs)  # the last overrun
+    times = np.linspace(0, end, 200)
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name, runs in results.items():
+        if runs:
+            curves = np.array([best_so_far(r.trace, times) for r in runs])
+            with warnings.catch_warnings():  # NaN before a row's first evaluation
+                warnings.simplefilter("ignore", RuntimeWarning)
+                ax.plot(times, np.nanmedian(curves, axis=0), label=name)
+    ax.set(
+        xlabel="seconds",
+        ylabel="best mean-policy return so far (median over seeds)",
+        title=f"{env_id}, {len(next(iter(results.values())))} seeds",
+    )
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--envs", nargs="+", default=list(BUDGETS), help="environments")
+    parser.add_argument(
+        "--rows",
+        nargs="+",
+        default=[*ALGOS, "evotorch"],
+        choices=[*ALGOS, "evotorch"],
+        help="rows to run",
+    )
+    parser.add_argument("--budget", type=float, help="seconds per run, every environment")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds per row")
+    parser.add_argument("--workers", type=int, default=2, help="worker processes per run")
+    parser.add_argument("--figures", default="benchmarks/results", help="folder of the figures")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    rows: dict[str, Callable[[str, float, int, int], Result]] = {
+        algo: (lambda env_id, b, w, s, algo=algo: run_neuroes(env_id, algo, b, w, s))
+        for algo in ALGOS
+        if algo in args.rows
+    }
+    if "evotorch" in args.rows:
+        import evotorch
+        import ray
+
+        logging.getLogger("evotorch").setLevel(logging.WARNING)
+        ray.init(include_dashboard=False, logging_level="WARNING", log_to_driver=False)
+        rows[EVOTORCH] = run_evotorch
+        print(f"evotorch {evotorch.__version__}, ray {ray.__version__}")
+    print(
+        f"{os.cpu_count()} CPUs, torch {torch.__version__}, gymnasium {gym.__version__}, "
+        f"{args.workers} workers, seeds {args.seeds}, {time.strftime('%Y-%m-%d')}"
+    )
+    Path(args.figures).mkdir(parents=True, exist_ok=True)
+    for env_id in args.envs:
+        budget = args.budget or BUDGETS.get(env_id, 300.0)
+        results: dict[str, list[Result]] = {name: [] for name in rows}
+        skipped: dict[str, str] = {}
+        for seed in args.seeds:
+            for name, run in rows.items():
+                if name in skipped:
+                    continue
+                try:
+                    result = run(env_id, budget, args.workers, seed)
+                except ValueError as error:  # e.g. full covariance above its limit
+                    skipped[name] = str(error)
+                    print(f"{env_id} {name}: skipped: {error}", flush=True)
+                    continue
+                results[name].append(result)
+                print(
+                    f"{env_id} seed {seed} {name:14s} {result.generations:5d} gens "
+                    f"{result.env_steps:11,d} steps  best {result.best:8.1f}",
+                    flush=True,
+                )
+        print(
+            f"\n| {env_id}, {budget:.0f} s, seeds {', '.join(map(str, args.seeds))} "
+            "| best mean-policy return, median [range] | generations | env steps |"
+        )
+        print("|---|---|---|---|")
+        for name, runs in results.items():
+            if name in skipped:
+                print(f"| {name} | refused: {skipped[name]} | | |")
+            elif runs:
+                generations = statistics.median(r.generations for r in runs)
+                steps = statistics.median(r.env_steps for r in runs)
+                print(
+                    f"| {name} | {spread([r.best for r in runs])} | {generations:.0f} "
+                    f"| {steps:,.0f} |"
+                )
+        path = Path(args.figures) / f"algorithms_{env_id.replace('/', '_')}.png"
+        figure(env_id, {k: v for k, v in results.items() if v}, path)
+        print(f"figure: {path}\n", flush=True)
+    if "evotorch" in args.rows:
+        ray.shutdown()
+
+
+if __name__ == "__main__":
+    main()
