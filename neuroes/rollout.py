@@ -225,7 +225,11 @@ class Evaluator:
         while len(self.batches) < shards:
             self.batches.append(self.make_batch())
         if self.executor is None:
-            self.executor = ThreadPoolExecutor(self.threads, thread_name_prefix="neuroes-shard")
+            # torch on one thread per shard: the shards are the parallelism (intra-op threads
+            # are set per thread, and several of them spinning per shard would starve the rest).
+            self.executor = ThreadPoolExecutor(
+                self.threads, "neuroes-shard", initializer=torch.set_num_threads, initargs=(1,)
+            )
         bounds = [p * k // shards for k in range(shards + 1)]
         futures = [
             self.executor.submit(self._shard, batch, thetas[a:b], episodes, max_steps, seeds[a:b])
