@@ -115,13 +115,13 @@ class Rollouts:
     def of(cls, fitness: ArrayLike, behaviors: ArrayLike | None = None) -> Rollouts:
         """Results of a black-box evaluation: one fitness per member (array-like, (P,)) and
         optionally behaviors (P, k); no episodes, steps or observations."""
-        returns = np.asarray(torch.as_tensor(fitness).detach().cpu(), dtype=np.float64)
+        returns = _float64(fitness)
         if returns.ndim != 1:
             raise ValueError(f"fitness must have one value per member, got shape {returns.shape}")
         n = len(returns)
         if behaviors is None:
             behaviors = np.zeros((n, 0))
-        behaviors = np.asarray(torch.as_tensor(behaviors).detach().cpu(), dtype=np.float64)
+        behaviors = _float64(behaviors)
         behaviors = behaviors.reshape(n, -1) if behaviors.ndim == 1 else behaviors
         if behaviors.ndim != 2 or len(behaviors) != n:
             raise ValueError(
@@ -135,6 +135,13 @@ class Rollouts:
         return Rollouts(
             *(np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(Rollouts))
         )
+
+
+def _float64(values: ArrayLike) -> np.ndarray:
+    """Tensors, arrays and lists as float64 arrays, with no precision lost on the way."""
+    if isinstance(values, Tensor):
+        values = values.detach().cpu().numpy()
+    return np.asarray(values, dtype=np.float64)
 
 
 def default_threads() -> int:
