@@ -252,7 +252,7 @@ def _default_text(item: dataclasses.Field) -> str:
     if item.name in GENERIC:
         return " (default: the environment's preset, see neuroes/presets.py)"
     if any(item.name in row for row in PRESETS.values()):
-        return f" (default: the environment's preset, else {item.default})"
+        return " (default: per environment and algorithm, see neuroes/presets.py)"
     return "" if item.default is None else f" (default: {item.default})"
 
 
