@@ -66,7 +66,8 @@ def _spread_gain(algorithm, generations: int) -> tuple[float, float]:
 
 
 # What "improves" means for each algorithm; fitness unless stated.
-TOY = {"maxvar": _spread_gain, "maxent": _spread_gain}
+TOY = {"maxvar": _spread_gain, "maxent": _spread_gain,
+       "ns": _spread_gain, "nsr": _fitness_gain, "nsra": _fitness_gain}  # fmt: skip
 
 
 def _toy_setup(popsize: int = 40) -> Setup:

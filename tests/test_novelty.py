@@ -1,0 +1,159 @@
+"""NS-ES, NSR-ES and NSRA-ES (Conti et al., 2018): the k-nearest-neighbour novelty, the choice of
+agents, NSRA's weight schedule, and escaping a trap that holds NES."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from gymnasium.spaces import Box
+
+from neuroes import train
+from neuroes.agents import make_policy
+from neuroes.algorithms import Setup, make_algorithm
+from neuroes.algorithms.novelty import novelty
+from neuroes.envs import PointMazeEnv
+from neuroes.rollout import Evaluator, Rollouts
+
+
+def _brute_force(behaviors: torch.Tensor, archive: torch.Tensor, k: int) -> torch.Tensor:
+    values = []
+    for b in behaviors.tolist():
+        distances = sorted(math.dist(b, a) for a in archive.tolist())
+        values.append(sum(distances[:k]) / len(distances[:k]))
+    return torch.tensor(values, dtype=torch.float64)
+
+
+def test_novelty_is_the_mean_distance_to_the_k_nearest_archived_behaviors() -> None:
+    archive = torch.tensor([[0.0, 0.0], [3.0, 4.0], [6.0, 8.0], [0.0, 1.0]], dtype=torch.float64)
+    behaviors = torch.tensor([[0.0, 0.0], [3.0, 0.0]], dtype=torch.float64)
+    # Distances from (0, 0): 0, 5, 10, 1; from (3, 0): 3, 4, sqrt(73), sqrt(10).
+    cases = {
+        2: [(0 + 1) / 2, (3 + math.sqrt(10)) / 2],
+        3: [(0 + 1 + 5) / 3, (3 + math.sqrt(10) + 4) / 3],
+        10: [(0 + 1 + 5 + 10) / 4, (3 + math.sqrt(10) + 4 + math.sqrt(73)) / 4],  # all 4
+    }
+    for k, expected in cases.items():
+        torch.testing.assert_close(novelty(behaviors, archive, k), torch.tensor(expected).double())
+
+
+def test_novelty_equals_a_brute_force_count_with_ties_and_small_archives() -> None:
+    generator = torch.Generator().manual_seed(0)
+    points = torch.randint(-3, 4, (12, 3), generator=generator).double()  # many equal distances
+    archive = torch.cat([points, points[:4]])  # and duplicated archive entries
+    behaviors = torch.cat([points[:5], torch.randn(20, 3, generator=generator).double()])
+    for k in (1, 3, 10, 16, 40):  # 40: more neighbours than the archive holds
+        expected = _brute_force(behaviors, archive, k)
+        torch.testing.assert_close(novelty(behaviors, archive, k), expected)
+
+
+def _three_agents() -> object:
+    policy = make_policy("linear", Box(-1, 1, (4,)), Box(-1, 1, (2,)))
+    return make_algorithm("ns", Setup(policy, popsize=8, sigma=0.1, seed=5), {"agents": 3})
+
+
+def test_agents_are_chosen_in_proportion_to_their_novelty() -> None:
+    algorithm = _three_agents()
+    algorithm.archive = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 3.0]], dtype=torch.float64)
+    algorithm.behaviors = torch.tensor([[0.0, 0.0], [2.0, 0.0], [0.0, 7.0]], dtype=torch.float64)
+    share = novelty(algorithm.behaviors, algorithm.archive, algorithm.neighbors)
+    share = (share / share.sum()).numpy()
+    draws = 20000
+    counts = np.bincount([algorithm.choose() for _ in range(draws)], minlength=3)
+    # Within 4.5 binomial standard deviations (a false alarm about once in 100,000 runs).
+    tolerance = 4.5 * np.sqrt(share * (1 - share) / draws)
+    assert np.all(np.abs(counts / draws - share) <= tolerance), (counts / draws, share)
+
+
+def test_agents_whose_behaviors_are_all_archived_alike_are_chosen_uniformly() -> None:
+    algorithm = _three_agents()
+    algorithm.archive = torch.zeros(1, 2, dtype=torch.float64)
+    algorithm.behaviors = torch.zeros(3, 2, dtype=torch.float64)
+    counts = np.bincount([algorithm.choose() for _ in range(3000)], minlength=3)
+    assert np.all(np.abs(counts / 3000 - 1 / 3) <= 4.5 * np.sqrt(2 / 9 / 3000)), counts
+
+
+def test_nsra_weight_follows_the_papers_schedule_on_scripted_returns() -> None:
+    """Start at w = 1; 50 updates without a new best mean return lower w by 0.05, a new best
+    raises it by 0.05 (at most 1) and restarts the count."""
+    script = [0.0] * 49 + [-1.0] + [0.0] * 100 + [0.5, 1.0, 2.0, 3.0] + [0.0] * 50
+    expected = [1.0] * 49 + [0.95] + [0.95] * 49 + [0.9] + [0.9] * 49 + [0.85]
+    expected += [0.9, 0.95, 1.0, 1.0] + [1.0] * 49 + [0.95]
+    returns = iter([0.0, *script])  # the start policy's, then one per update
+
+    def evaluate(thetas, episodes, seed) -> Rollouts:  # plays the mean policies
+        return Rollouts.of([next(returns)], [[0.0, 0.0]])
+
+    policy = make_policy("linear", Box(-1, 1, (4,)), Box(-1, 1, (2,)))
+    nsra = make_algorithm("nsra", Setup(policy, popsize=8, sigma=0.1, evaluate=evaluate))
+    weights = []
+    for _ in script:
+        population, used = nsra.ask(), nsra.weight
+        fitness = -population.thetas.pow(2).sum(1)
+        logged = nsra.tell(population, Rollouts.of(fitness, population.thetas[:, :2]))
+        assert logged["novelty/reward_weight"] == used
+        weights.append(nsra.weight)
+    assert weights == pytest.approx(expected)
+
+
+# A cup open to the left around the start: the reward (progress in +x) leads into its far wall.
+CUP = ((0.5, -1.1, 0.6, 1.1), (-1.0, 1.0, 0.6, 1.1), (-1.0, -1.1, 0.6, -1.0))
+
+
+def _mean_positions(algo: str, generations: int = 30) -> torch.Tensor:
+    """Final positions of the mean policies of every generation: NES's mean, the archive of a
+    novelty algorithm (the start and every updated agent's mean)."""
+    env = PointMazeEnv(walls=CUP)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        policy = make_policy("mlp", env.observation_space, env.action_space, hidden=(16,))
+    evaluator = Evaluator("neuroes/PointMaze-v0", policy, env_kwargs={"walls": CUP})
+
+    def evaluate(thetas, episodes, seed) -> Rollouts:
+        return evaluator.evaluate(thetas, episodes, None, seed)
+
+    algorithm = make_algorithm(algo, Setup(policy, 40, 0.1, 0, evaluate), {"lr": 0.05})
+    means = []
+    for generation in range(generations):
+        if algo == "nes":
+            means.append(evaluate(algorithm.mean.unsqueeze(0), 1, 10_000 + generation).behaviors)
+        population = algorithm.ask()
+        algorithm.tell(population, evaluate(population.thetas, 1, generation))
+    return torch.as_tensor(np.concatenate(means)) if algo == "nes" else algorithm.archive
+
+
+def _outside_the_cup(positions: torch.Tensor) -> torch.Tensor:
+    x, y = positions[:, 0], positions[:, 1]
+    return (x < -1.0) | (x > 0.6) | (y.abs() > 1.1)
+
+
+def test_novelty_search_reaches_places_of_a_trap_that_nes_does_not() -> None:
+    """30 generations of 40 members: NES's mean runs into one corner of the cup's far wall and
+    stays inside; NS-ES's mean policies leave the cup (most of the archive lies outside), and
+    NSR-ES's, pulled in by the reward, cover the far wall from corner to corner."""
+    nes, ns, nsr = (_mean_positions(algo) for algo in ("nes", "ns", "nsr"))
+
+    def both_corners(positions: torch.Tensor) -> bool:
+        return bool(positions[:, 1].min() < -0.95 and positions[:, 1].max() > 0.95)
+
+    assert not _outside_the_cup(nes).any() and not both_corners(nes), nes
+    assert _outside_the_cup(ns).float().mean() > 0.4, ns
+    assert both_corners(nsr), nsr
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--agents", "0"], "error: agents must be at least 1, got 0"),
+        (["--neighbors", "0"], "error: neighbors must be at least 1, got 0"),
+        (["--descriptor", "none"], "error: novelty search needs behaviors and got none"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(flags, message, capsys, tmp_path) -> None:
+    argv = ["CartPole-v1", "--algo", "ns", "--popsize", "8", "--generations", "1",
+            "--logdir", str(tmp_path / "run"), "--no-progress", *flags]  # fmt: skip
+    assert train.main(argv) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(message), lines
