@@ -1,4 +1,5 @@
-"""Behavior descriptors, reward wrappers and custom environments (``neuroes/PointMaze-v0``).
+"""Behavior descriptors, reward wrappers, custom environments (``neuroes/PointMaze-v0``) and the
+evaluator's batches of environments (:mod:`neuroes.envs.vector`).
 
 Importing this package registers the custom environments with Gymnasium.
 """
