@@ -9,8 +9,9 @@ result of evaluating ``thetas[i:i+1]`` alone.
 Each sub-environment plays exactly one episode and is never reset mid-evaluation, so the final
 position is always read from the terminal state. The episodes run on a batch of environments
 (:func:`neuroes.envs.vector.make_batch`): one numpy call per step for CartPole, Pendulum and
-PointMaze, MuJoCo's C stepping on a pool of threads for the v5 MuJoCo family, a list of
-ordinary environments otherwise.
+PointMaze, one ``mujoco.mj_step`` per member for the v5 MuJoCo family, a list of ordinary
+environments otherwise. With ``threads`` > 1 the population is cut into that many shards, each
+played on its own thread with its own batch.
 
 The policy forward for the whole population is one batched call per step
 (:class:`neuroes.agents.BatchedForward`); observations are normalized with the frozen
@@ -23,8 +24,9 @@ from __future__ import annotations
 import functools
 import itertools
 import os
+import threading
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, fields
 
 import numpy as np
@@ -200,6 +202,7 @@ class Evaluator:
             threads = default_threads() if self.batches[0].releases_gil else 1
         self.threads = threads
         self.executor: ThreadPoolExecutor | None = None
+        self.cancel = threading.Event()  # set: the shards on threads stop
         self.has_behaviors = descriptor is not None
         self.policy = policy
         self.normalizer = normalizer
@@ -242,10 +245,17 @@ class Evaluator:
             self.executor.submit(self._shard, batch, thetas[a:b], episodes, max_steps, seeds[a:b])
             for batch, a, b in zip(self.batches, bounds, bounds[1:], strict=False)
         ]
+        try:
+            outcomes = [future.exception() for future in futures]
+        except BaseException:  # Ctrl-C: the shards stop at their next step
+            self.cancel.set()
+            wait(futures)
+            self.cancel.clear()
+            raise
         errors = [
             error.shifted(start)
-            for start, future in zip(bounds, futures, strict=False)
-            if isinstance(error := future.exception(), RolloutError)
+            for start, error in zip(bounds, outcomes, strict=False)
+            if isinstance(error, RolloutError)
         ]
         if errors:  # the one a single shard would meet first
             raise min(errors, key=lambda error: (error.step, error.member))
@@ -286,7 +296,7 @@ class Evaluator:
         seeds: np.ndarray,
         max_steps: int | None,
         episodes: int,
-    ):
+    ) -> tuple[np.ndarray, ...]:
         """The episodes' returns, lengths, behaviors and observation sums, one row each.
 
         The per-step work besides the environment and the forward is a fixed handful of
@@ -310,6 +320,8 @@ class Evaluator:
         else:
             flatten = functools.partial(flatten_observations, space)
         for step in itertools.count(1):
+            if self.cancel.is_set():
+                raise _Cancelled
             flat = flatten(obs)
             np.add(total, flat, out=total, where=seen)
             np.multiply(flat, flat, out=square, dtype=np.float64)
@@ -349,6 +361,10 @@ class Evaluator:
     def _error(index: int, episodes: int, step: int, what: str) -> RolloutError:
         member, episode = divmod(index, episodes)
         return RolloutError(member, episode, step, what)
+
+
+class _Cancelled(Exception):
+    """A shard stopped because the evaluation it belonged to was interrupted."""
 
 
 class _Actors:

@@ -9,6 +9,9 @@ those episodes. The episodes include early terminations and truncations at the s
 
 from __future__ import annotations
 
+import time
+from concurrent.futures import Future
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -263,3 +266,23 @@ def test_wrong_shaped_observations_name_the_member(at, step) -> None:
     )
     with pytest.raises(RolloutError, match=message):
         Evaluator(lambda: _Reshaped(at), policy).evaluate(_population(policy, 2))
+
+
+def test_an_interrupted_threaded_evaluation_stops_its_shards(monkeypatch) -> None:
+    policy = _policy("HalfCheetah-v5")
+    thetas = _population(policy, 4)
+    evaluator = Evaluator("HalfCheetah-v5", policy, threads=2)
+    expected = evaluator.evaluate(thetas, max_steps=3)
+
+    def interrupted(future, timeout=None):
+        time.sleep(0.05)
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Future, "exception", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            evaluator.evaluate(thetas)  # 1000-step episodes
+    evaluator.executor.shutdown(wait=True)  # a shard still running would end its episodes
+    assert all(batch.steps < 1000 for batch in evaluator.batches)
+    evaluator.executor = None
+    _same(evaluator.evaluate(thetas, max_steps=3), expected)
