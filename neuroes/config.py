@@ -83,6 +83,11 @@ class Config:
         1,
     )
     ray: str | None = _help('evaluate on Ray actors: "auto" or a cluster address (extra [ray])')
+    threads: int | None = _help(
+        "threads of each evaluator (in this process, or in each worker), each playing a shard "
+        "of the population (default: every core in this process for MuJoCo, where the simulator "
+        "releases the GIL; one elsewhere); results do not depend on it"
+    )
     progress: bool = _help("show a progress bar", True)
     wandb: str | None = _help(
         "also log the scalars and the config to this Weights & Biases project (extra [wandb])"
@@ -139,6 +144,8 @@ class Config:
         ):
             if getattr(config, name) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(config, name)}")
+        if config.threads is not None and config.threads < 1:
+            raise ValueError(f"threads must be a positive integer, got {config.threads}")
         if config.max_steps is not None and config.max_steps < 1:
             raise ValueError(f"max_steps must be positive, got {config.max_steps}")
         if config.time_limit is not None and not config.time_limit > 0:

@@ -47,7 +47,7 @@ TRAINING, EVALUATION, CONFIRMATION = range(3)
 
 RESUMABLE = frozenset(
     {"generations", "time_limit", "target_return", "confirm_episodes", "checkpoint_every",
-     "scatter_every", "workers", "ray", "device", "progress", "wandb"}
+     "scatter_every", "workers", "ray", "threads", "device", "progress", "wandb"}
 )  # fmt: skip
 """Config fields that a resumed run may change: they do not change what is computed."""
 
@@ -89,7 +89,10 @@ class Run:
                 self.saved_generation = checkpoint.read(run_dir / "checkpoint.pt")["generation"]
         self.last_completed = checkpoint.encode(self.payload())
         descriptor = descriptor_function(config.descriptor)
-        spec = WorkerSpec(config.env_id, policy, device=config.device, descriptor=descriptor)
+        spec = WorkerSpec(
+            config.env_id, policy, device=config.device, threads=config.threads,
+            descriptor=descriptor,
+        )  # fmt: skip
         self.backend = make_backend(spec, normalizer, config.workers, config.ray)
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2))

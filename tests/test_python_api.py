@@ -149,3 +149,14 @@ def test_a_descriptor_function_from_python_and_the_command_line(tmp_path) -> Non
     assert [row["behavior/variance"] for row in cli_rows] == [r["behavior/variance"] for r in rows]
     bad = train.main(["CartPole-v1", "--descriptor", "nowhere:fn", "--logdir", str(tmp_path / "x")])
     assert bad == 2
+
+
+def test_threads_change_nothing_but_speed(tmp_path) -> None:
+    def final(threads: int) -> torch.Tensor:
+        logdir = str(tmp_path / str(threads))
+        summary = train.train("InvertedPendulum-v5", threads=threads, generations=2, popsize=8,
+                              max_steps=100, progress=False, logdir=logdir)  # fmt: skip
+        return get_flat(checkpoint.read(summary.run_dir / "checkpoint.pt")["policy"])
+
+    assert torch.equal(final(1), final(2))
+    assert train.main(["CartPole-v1", "--threads", "0", "--logdir", str(tmp_path / "x")]) == 2
