@@ -111,13 +111,7 @@ def read(path: str | Path, trust: bool = False) -> dict[str, Any]:
         raise CheckpointError(
             f"checkpoint {name} is corrupt or truncated ({type(error).__name__})"
         ) from None
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise CheckpointError(f"{name} is not a neuroes checkpoint")
-    if payload.get("version") != VERSION:
-        raise CheckpointError(
-            f"checkpoint {name} has format version {payload.get('version')}; "
-            f"this neuroes reads version {VERSION}"
-        )
+    _check_format(payload, name, VERSION)
     try:
         policy = _policy_from_data(payload["policy"], trust)
         normalizer = _normalizer_from_data(payload["normalizer"])
@@ -128,6 +122,17 @@ def read(path: str | Path, trust: bool = False) -> dict[str, Any]:
             f"checkpoint {name} is damaged: its policy does not rebuild ({type(error).__name__})"
         ) from None
     return payload | {"policy": policy, "normalizer": normalizer}
+
+
+def _check_format(payload: Any, name: str, version: int) -> None:
+    """CheckpointError unless ``payload`` is a neuroes checkpoint of format ``version``."""
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError(f"{name} is not a neuroes checkpoint")
+    if payload.get("version") != version:
+        raise CheckpointError(
+            f"checkpoint {name} has format version {payload.get('version')}; this neuroes reads "
+            f"version {VERSION} (and {PICKLED_VERSION} when trusted)"
+        )
 
 
 def _read_pickled(path: Path, start: bytes, trust: bool) -> dict[str, Any]:
@@ -147,13 +152,7 @@ def _read_pickled(path: Path, start: bytes, trust: bool) -> dict[str, Any]:
         raise CheckpointError(
             f"checkpoint {name} is corrupt or truncated ({type(error).__name__})"
         ) from None
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise CheckpointError(f"{name} is not a neuroes checkpoint")
-    if payload.get("version") != PICKLED_VERSION:
-        raise CheckpointError(
-            f"checkpoint {name} has format version {payload.get('version')}; "
-            f"this neuroes reads version {VERSION} (and {PICKLED_VERSION} when trusted)"
-        )
+    _check_format(payload, name, PICKLED_VERSION)
     return payload | {
         "policy": _upgrade_policy(payload["policy"]),
         "normalizer": _upgrade_normalizer(payload["normalizer"]),
