@@ -20,10 +20,9 @@ import torch
 from gymnasium import Space
 from torch import nn
 
+from neuroes.agents import POLICIES
 from neuroes.algorithms import ALGORITHMS, option_names, options_of
 from neuroes.presets import defaults_for
-
-POLICY_KINDS = ("linear", "mlp", "gru")
 
 
 def _help(text: str, default=None, **kwargs):
@@ -59,7 +58,7 @@ class Config:
     policy: str | Callable[[Space, Space], nn.Module] | None = _help(
         "policy network: linear, mlp or gru (from Python also a function of the observation and "
         "action spaces that returns any nn.Module mapping observations to actions)",
-        choices=POLICY_KINDS,
+        choices=tuple(POLICIES),
     )
     hidden: tuple[int, ...] | None = _help("hidden layer sizes of the mlp policy", nargs="+")
     normalize: bool | None = _help("normalize observations with running statistics")
