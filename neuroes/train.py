@@ -97,7 +97,7 @@ def train(config: Config | str, **settings: Any) -> Summary:
             run.save_last_completed()
             number = getattr(interrupt, "signal_number", signal.SIGINT)
             raise Interrupted(f"interrupted; {run.on_disk()}", number) from None
-        except (RolloutError, WorkerError, DivergedError) as error:
+        except (RolloutError, WorkerError, DivergedError, ValueError) as error:
             if created and run.saved_generation is None:
                 run.close()
                 shutil.rmtree(run.run_dir, ignore_errors=True)
