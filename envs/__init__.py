@@ -26,21 +26,26 @@ from neuroes.envs.descriptors import (
     vector_descriptor_for,
     vector_point_xy,
 )
-from neuroes.envs.maze import Maze
+from neuroes.envs.maze import GOAL, HARD_MAZE, Maze
 from neuroes.envs.point_maze import EPISODE_STEPS, PointMazeEnv, PointMazeVectorEnv
 from neuroes.envs.wrappers import RemoveAliveBonus, RemoveControlCost
 
 POINT_MAZE_ID = "neuroes/PointMaze-v0"
+DECEPTIVE_MAZE_ID = "neuroes/DeceptiveMaze-v0"  # HARD_MAZE, rewarded toward GOAL
 
-if POINT_MAZE_ID not in gym.registry:
-    gym.register(
-        id=POINT_MAZE_ID,
-        entry_point="neuroes.envs.point_maze:PointMazeEnv",
-        vector_entry_point="neuroes.envs.point_maze:PointMazeVectorEnv",
-        max_episode_steps=EPISODE_STEPS,
-    )
+MAZES = {POINT_MAZE_ID: {}, DECEPTIVE_MAZE_ID: {"walls": HARD_MAZE, "goal": GOAL}}
+for env_id, kwargs in MAZES.items():
+    if env_id not in gym.registry:
+        gym.register(
+            id=env_id,
+            entry_point="neuroes.envs.point_maze:PointMazeEnv",
+            vector_entry_point="neuroes.envs.point_maze:PointMazeVectorEnv",
+            max_episode_steps=EPISODE_STEPS,
+            kwargs=kwargs,
+        )
 
 __all__ = [
+    "DECEPTIVE_MAZE_ID",
     "DESCRIPTORS",
     "EPISODE_STEPS",
     "POINT_MAZE_ID",

@@ -80,11 +80,13 @@ DESCRIPTORS: dict[str, Descriptor] = {
     "BipedalWalker": hull_x,
     "BipedalWalkerHardcore": hull_x,
     "PointMaze": point_xy,
+    "DeceptiveMaze": point_xy,
 }
 
 VECTOR_DESCRIPTORS: dict[str, VectorDescriptor] = {
     "CartPole": vector_cart_x,
     "PointMaze": vector_point_xy,
+    "DeceptiveMaze": vector_point_xy,
 }
 
 

@@ -17,6 +17,13 @@ Box = tuple[float, float, float, float]
 
 # A vertical wall straight ahead of the start: moving in +x gets stuck at x = 0.5.
 TRAP: tuple[Box, ...] = ((0.5, -1.0, 0.6, 1.0),)
+# The hard maze: a U-shaped trap around the start, open to the left (-x), its arms overlapping
+# its far wall so that no seam lets a point slip through a corner; and a goal behind that wall,
+# about 3.5 units of path away (an episode can travel 5).
+HARD_MAZE: tuple[Box, ...] = (
+    (0.5, -0.7, 0.6, 0.7), (-0.5, 0.6, 0.6, 0.7), (-0.5, -0.7, 0.6, -0.6),
+)  # fmt: skip
+GOAL = (1.3, 0.0)
 
 
 class Maze:

@@ -10,6 +10,12 @@ environment, internally for the vector one). The final (x, y) is the behavior de
 
 Observation (float32, 6): x, y and the distances to the nearest wall in +x, -x, +y and -y.
 
+``neuroes/DeceptiveMaze-v0`` is the hard maze of novelty search: the same robot inside a U-shaped
+trap open to the left (:data:`neuroes.envs.maze.HARD_MAZE`), rewarded for getting closer to a goal
+behind the trap's far wall (:data:`neuroes.envs.maze.GOAL`): each step's reward is the decrease
+of the distance to the goal, so the return is the start's distance minus the final one (the
+negative final distance plus a constant). Following the reward leads into the trap's far wall.
+
 :class:`PointMazeVectorEnv` runs many robots in one numpy call. Sub-environment j reset with
 seed s starts exactly where ``PointMazeEnv().reset(seed=s)`` does and then matches it bitwise
 under the same actions.
@@ -42,6 +48,15 @@ def _spaces(maze: Maze) -> tuple[spaces.Box, spaces.Box]:
     return observation_space, spaces.Box(-1.0, 1.0, (2,), dtype=np.float32)
 
 
+def _goal(goal: Sequence[float] | None) -> np.ndarray | None:
+    if goal is None:
+        return None
+    goal = np.asarray(goal, dtype=np.float64)
+    if goal.shape != (2,) or not np.isfinite(goal).all():
+        raise ValueError(f"goal must be a finite (x, y), got {goal.tolist()}")
+    return goal
+
+
 def _start(rng: np.random.Generator) -> np.ndarray:
     return rng.uniform(-START_NOISE, START_NOISE, size=2)
 
@@ -50,15 +65,26 @@ def _observe(maze: Maze, position: np.ndarray) -> np.ndarray:
     return np.concatenate([position, maze.sensors(position)], axis=1).astype(np.float32)
 
 
-def _step(maze: Maze, position: np.ndarray, action: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """New positions (n, 2) and rewards (n,) for actions (n, 2)."""
+def _step(
+    maze: Maze, position: np.ndarray, action: np.ndarray, goal: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """New positions (n, 2) and rewards (n,) for actions (n, 2): progress in +x, or toward
+    ``goal`` (the decrease of the distance to it)."""
     command = np.clip(np.asarray(action, dtype=np.float64).reshape(-1, 2), -1.0, 1.0)
     moved = maze.move(position, command * MAX_SPEED)
-    return moved, moved[:, 0] - position[:, 0]
+    if goal is None:
+        return moved, moved[:, 0] - position[:, 0]
+    return moved, _distance(position, goal) - _distance(moved, goal)
+
+
+def _distance(position: np.ndarray, goal: np.ndarray) -> np.ndarray:
+    offset = position - goal
+    return np.sqrt(offset[:, 0] * offset[:, 0] + offset[:, 1] * offset[:, 1])
 
 
 class PointMazeEnv(gym.Env):
-    """A single PointMaze robot; ``walls`` and ``half_size`` as for :class:`Maze`."""
+    """A single PointMaze robot; ``walls`` and ``half_size`` as for :class:`Maze`; ``goal``
+    (x, y) rewards progress toward it instead of progress in +x."""
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 30}
 
@@ -67,10 +93,12 @@ class PointMazeEnv(gym.Env):
         walls: Sequence[Sequence[float]] = TRAP,
         half_size: float = 2.0,
         render_mode: str | None = None,
+        goal: Sequence[float] | None = None,
     ) -> None:
         if render_mode not in (None, "rgb_array"):
             raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
         self.maze = Maze(walls, half_size, clearance=START_NOISE)
+        self.goal = _goal(goal)
         self.observation_space, self.action_space = _spaces(self.maze)
         self.render_mode = render_mode
         self.position = np.zeros(2)
@@ -85,7 +113,7 @@ class PointMazeEnv(gym.Env):
         return _observe(self.maze, self.position[None])[0], {}
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
-        moved, reward = _step(self.maze, self.position[None], action)
+        moved, reward = _step(self.maze, self.position[None], action, self.goal)
         self.position = moved[0]
         self.trail.append(self.position)
         return _observe(self.maze, moved)[0], float(reward[0]), False, False, {}
@@ -113,9 +141,11 @@ class PointMazeVectorEnv(VectorEnv):
         max_episode_steps: int = EPISODE_STEPS,
         walls: Sequence[Sequence[float]] = TRAP,
         half_size: float = 2.0,
+        goal: Sequence[float] | None = None,
     ) -> None:
         self.num_envs, self.max_episode_steps = num_envs, max_episode_steps
         self.maze = Maze(walls, half_size, clearance=START_NOISE)
+        self.goal = _goal(goal)
         self.single_observation_space, self.single_action_space = _spaces(self.maze)
         self.observation_space = batch_space(self.single_observation_space, num_envs)
         self.action_space = batch_space(self.single_action_space, num_envs)
@@ -161,7 +191,7 @@ class PointMazeVectorEnv(VectorEnv):
     def step(
         self, actions: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict]:
-        self.position, rewards = _step(self.maze, self.position, actions)
+        self.position, rewards = _step(self.maze, self.position, actions, self.goal)
         self.steps += 1
         for j in np.flatnonzero(self.prev_done):
             self.position[j] = _start(self._generator(j))

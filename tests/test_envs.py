@@ -379,3 +379,30 @@ def test_registration_is_idempotent() -> None:
         warnings.simplefilter("error")
         importlib.reload(neuroes.envs)
     assert gym.spec(POINT_MAZE).max_episode_steps == EPISODE_STEPS
+
+
+def test_the_deceptive_maze_rewards_progress_to_a_goal_behind_a_trap() -> None:
+    """Straight at the goal ends on the trap's far wall; the way around scores more. The vector
+    form gives the single environment's rewards bitwise."""
+    env = gym.make("neuroes/DeceptiveMaze-v0")
+
+    def play(plan: list[tuple[tuple[float, float], int]]) -> float:
+        env.reset(seed=0)
+        total = 0.0
+        for action, steps in plan:
+            for _ in range(steps):
+                total += env.step(np.array(action, dtype=np.float32))[1]
+        return total
+
+    straight = play([((1, 0), 100)])
+    assert env.unwrapped.position[0] == 0.5 and straight == pytest.approx(0.5, abs=0.01)
+    around = play([((-1, 0), 12), ((0, 1), 16), ((1, 0), 26), ((1, -1), 16), ((0, 0), 30)])
+    assert around > straight + 0.5
+    vector = gym.make_vec("neuroes/DeceptiveMaze-v0", 4, vectorization_mode="vector_entry_point")
+    vector.reset(seed=3)
+    actions = steered_actions(EPISODE_STEPS, 4, seed=2)
+    rewards = np.stack([vector.step(actions[t])[1] for t in range(EPISODE_STEPS)])
+    for j in range(4):
+        env.reset(seed=3 + j)
+        single = [env.step(actions[t, j])[1] for t in range(EPISODE_STEPS)]
+        assert np.array_equal(rewards[:, j], single)

@@ -34,6 +34,7 @@ FAMILIES: dict[str, str] = {
     "CartPole": "cartpole",  # Gymnasium's native vector environment
     "Pendulum": "pendulum",  # numpy
     "PointMaze": "native",  # neuroes' own vector environment
+    "DeceptiveMaze": "native",  # the same, in the hard maze
     **dict.fromkeys(MUJOCO, "locomotion"),  # an MjData per sub-environment, stepped in C
 }
 
