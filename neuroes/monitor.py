@@ -89,9 +89,19 @@ class Monitor:
             + f" {scalars['time/steps_per_second'] / 1e3:.0f}k steps/s"
         )
 
-    def scatter(self, generation: int, behaviors: np.ndarray, returns: np.ndarray) -> None:
-        """A scatter plot of final positions (x against y, or x against return in 1-D)."""
+    def scatter(
+        self,
+        generation: int,
+        behaviors: np.ndarray,
+        returns: np.ndarray,
+        archive: np.ndarray | None = None,
+    ) -> None:
+        """A scatter plot of final positions (x against y, or x against return in 1-D), with an
+        algorithm's ``archive`` of behaviors (a, k) in grey behind them in 2-D."""
         figure, axes = plt.subplots(figsize=(4.5, 4))
+        if archive is not None and len(archive) and behaviors.shape[1] >= 2:
+            axes.scatter(archive[:, 0], archive[:, 1], c="0.7", s=6, label="archive")
+            axes.legend(loc="best", fontsize="small")
         if behaviors.shape[1] >= 2:
             points = axes.scatter(behaviors[:, 0], behaviors[:, 1], c=returns, s=10)
             axes.set_ylabel("final y")

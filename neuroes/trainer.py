@@ -218,7 +218,11 @@ class Run:
         if rollouts.behaviors.shape[1]:
             scalars |= behavior_scalars(rollouts.behaviors)
             if self.generation % config.scatter_every == 0 or self.solved:
-                self.monitor.scatter(self.generation, rollouts.behaviors, rollouts.returns)
+                archive = getattr(self.algorithm, "archive", None)  # see the Algorithm protocol
+                archive = None if archive is None else np.asarray(archive)
+                self.monitor.scatter(
+                    self.generation, rollouts.behaviors, rollouts.returns, archive
+                )
         self.monitor.log(self.generation, scalars)
         # Checkpoint: keep this generation in memory, for an interrupt; on disk every so often.
         self.last_completed = checkpoint.encode(self.payload())

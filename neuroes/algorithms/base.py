@@ -63,7 +63,11 @@ class Setup:
 
 
 class Algorithm(Protocol):
-    """What the trainer needs of an algorithm; every entry of ``ALGORITHMS`` meets it."""
+    """What the trainer needs of an algorithm; every entry of ``ALGORITHMS`` meets it.
+
+    An algorithm that keeps behaviors of its own (novelty search's archive) may expose them as
+    ``archive`` (a, k): the trainer draws them behind the population's final positions.
+    """
 
     Options: ClassVar[type]
     """A dataclass of :func:`option` fields: the algorithm's own settings."""
