@@ -83,6 +83,13 @@ PRESETS: dict[str | tuple[str, str], dict] = {
         "hidden": (16,),
         "generations": 100,
     },
+    "neuroes/DeceptiveMaze-v0": {
+        "popsize": 100,
+        "sigma": 0.1,
+        "lr": 0.05,
+        "hidden": (16,),
+        "generations": 150,
+    },
 }
 
 
