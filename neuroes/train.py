@@ -62,6 +62,7 @@ class Interrupted(KeyboardInterrupt):
         self.signal_number = signal_number
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 RUN_FILES = (
     "config.json", "checkpoint.pt", "best.pt", "metrics.jsonl", "events.out.tfevents.*",
     "behaviors_*.png",
@@ -88,10 +89,12 @@ def train(config: Config | str, **settings: Any) -> Summary:
         run_dir = _run_folder(config)
         created = not run_dir.exists()
         run = Run.fresh(config, run_dir)
-    with _sigterm_as_interrupt():
+    with _signals_as_interrupts() as received:
         try:
             while not run.finished:
                 run.step()
+                if received:  # an interrupt that something swallowed (a GC callback)
+                    raise Interrupted("interrupted", received[0])
             run.save_last_completed()
         except KeyboardInterrupt as interrupt:
             run.save_last_completed()
@@ -170,20 +173,25 @@ def _run_folder(config: Config) -> Path:
 
 
 @contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM (what cluster schedulers send) raises :class:`Interrupted`, like Ctrl-C."""
+def _signals_as_interrupts() -> Iterator[list[int]]:
+    """Ctrl-C and SIGTERM (what cluster schedulers send) raise :class:`Interrupted` and are
+    recorded in the yielded list: an exception raised where Python swallows it (in a garbage
+    collector's callback) still stops the run after the generation in flight."""
+    received: list[int] = []
     if threading.current_thread() is not threading.main_thread():
-        yield
+        yield received
         return
 
     def interrupt(number: int, frame) -> None:
-        raise Interrupted("terminated", number)
+        received.append(number)
+        raise Interrupted("interrupted", number)
 
-    previous = signal.signal(signal.SIGTERM, interrupt)
+    previous = {number: signal.signal(number, interrupt) for number in STOP_SIGNALS}
     try:
-        yield
+        yield received
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for number, handler in previous.items():
+            signal.signal(number, handler)
 
 
 class _Parser(argparse.ArgumentParser):
