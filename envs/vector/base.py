@@ -74,3 +74,15 @@ def by_seed(seeds: np.ndarray, start: Callable[[int], T]) -> list[T]:
     seed (a population's episodes share a few seeds)."""
     drawn = {s: start(int(s)) for s in np.unique(seeds)}
     return [drawn[s] for s in seeds]
+
+
+def native_vector(
+    env_id: str, num_envs: int, env_kwargs: dict, vector: gym.vector.VectorEnv | None
+):
+    """``vector`` if it has ``num_envs`` sub-environments, else the environment's own vector
+    form (``vector_entry_point``) of that size, unwrapped."""
+    if vector is not None and vector.num_envs == num_envs:
+        return vector
+    return gym.make_vec(
+        env_id, num_envs, vectorization_mode="vector_entry_point", **env_kwargs
+    ).unwrapped

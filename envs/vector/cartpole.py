@@ -9,11 +9,10 @@ less than selecting the running ones).
 
 from __future__ import annotations
 
-import gymnasium as gym
 import numpy as np
 
 from neuroes.envs.descriptors import vector_cart_x
-from neuroes.envs.vector.base import Step, by_seed, make_env
+from neuroes.envs.vector.base import Step, by_seed, make_env, native_vector
 
 
 class CartPoleBatch:
@@ -29,10 +28,7 @@ class CartPoleBatch:
         self.vector = None
 
     def reset(self, seeds: np.ndarray) -> np.ndarray:
-        if self.vector is None or self.vector.num_envs != len(seeds):
-            self.vector = gym.make_vec(
-                self.env_id, len(seeds), vectorization_mode="vector_entry_point", **self.env_kwargs
-            ).unwrapped
+        self.vector = native_vector(self.env_id, len(seeds), self.env_kwargs, self.vector)
         self.vector.reset(seed=0)
         self.vector.state = np.stack(by_seed(seeds, self._start), axis=1)
         return self.vector.state.T.astype(np.float32)

@@ -8,11 +8,10 @@ seeds sub-environment j with ``s_j`` as the single environment's ``reset(seed=s_
 
 from __future__ import annotations
 
-import gymnasium as gym
 import numpy as np
 
 from neuroes.envs.descriptors import vector_descriptor_for
-from neuroes.envs.vector.base import Step, make_env
+from neuroes.envs.vector.base import Step, make_env, native_vector
 
 
 class SeededVector:
@@ -28,10 +27,7 @@ class SeededVector:
         self.vector = None
 
     def reset(self, seeds: np.ndarray) -> np.ndarray:
-        if self.vector is None or self.vector.num_envs != len(seeds):
-            self.vector = gym.make_vec(
-                self.env_id, len(seeds), vectorization_mode="vector_entry_point", **self.env_kwargs
-            ).unwrapped
+        self.vector = native_vector(self.env_id, len(seeds), self.env_kwargs, self.vector)
         return self.vector.reset(seed=[int(s) for s in seeds])[0]
 
     def step(self, actions: np.ndarray, running: np.ndarray) -> Step:
