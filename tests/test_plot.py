@@ -33,12 +33,29 @@ def runs(tmp_path_factory) -> list[Path]:
     ]
 
 
-@pytest.mark.parametrize("x", list(AXES))
-def test_two_runs_make_a_png(runs, tmp_path, x) -> None:
+@pytest.mark.parametrize(
+    "x, count",
+    # Two runs share a range of generations; their wall times and env steps need not overlap
+    # in runs this short (the first run pays the warm-up), so those axes draw one run.
+    [("generation", 2), *((x, 1) for x in AXES)],
+)
+def test_runs_make_a_png(runs, tmp_path, x, count) -> None:
     out = tmp_path / "curves.png"
-    assert main([*map(str, runs), "--out", str(out), "--x", x]) == 0
+    assert main([*map(str, runs[:count]), "--out", str(out), "--x", x]) == 0
     assert out.stat().st_size > 10_000
     assert iio.imread(out).shape[:2] == (400, 600)
+
+
+def test_runs_without_a_common_range_exit_2_with_one_line(tmp_path, capsys) -> None:
+    folders = []
+    for seed, walls in enumerate(([1.0, 2.0], [3.0, 4.0])):
+        folder = tmp_path / f"seed-{seed}"
+        folder.mkdir()
+        rows = [{"generation": 1, "eval/return": 1.0, "time/wall": wall} for wall in walls]
+        (folder / "metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+        folders.append(str(folder))
+    assert main([*folders, "--out", str(tmp_path / "c.png"), "--x", "wall"]) == 2
+    assert capsys.readouterr().err.strip() == "error: the runs share no range of the x axis"
 
 
 def test_the_event_files_give_the_curve_of_metrics_jsonl(runs, tmp_path) -> None:
