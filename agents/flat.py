@@ -46,6 +46,12 @@ def aligned_rows(x: Tensor) -> Tensor:
     return padded[:, :row].unflatten(1, x.shape[1:])
 
 
+def aligned_empty(rows: int, size: int) -> Tensor:
+    """A float32 ``(rows, size)`` tensor in the aligned layout of :func:`aligned_rows`."""
+    step = ALIGNMENT // 4
+    return torch.zeros(rows, -(-size // step) * step)[:, :size]
+
+
 def num_params(module: nn.Module) -> int:
     """Number of scalar parameters."""
     return sum(p.numel() for p in module.parameters())

@@ -169,9 +169,7 @@ def descriptor_function(descriptor: str | Callable | None) -> Callable | str | N
     except (ImportError, AttributeError) as error:
         raise ValueError(f"cannot import descriptor {descriptor!r}: {error}") from None
     if not callable(function):
-        raise ValueError(
-            f"descriptor must be auto, none or module:function, got {descriptor!r}"
-        )
+        raise ValueError(f"descriptor must be auto, none or module:function, got {descriptor!r}")
     return function
 
 

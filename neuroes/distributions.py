@@ -17,7 +17,8 @@ import math
 import torch
 from torch import Tensor
 
-from neuroes.noise import NoiseTable
+from neuroes import noise
+from neuroes.noise import Draws, NoiseTable
 
 Seed = int | torch.Generator | None
 
@@ -119,8 +120,12 @@ class Normal(Distribution):
             eps = torch.stack([eps, -eps], dim=1).reshape(n, *self.mu.shape)
         return (self.mu.detach() + self.sigma.detach() * eps).detach()
 
-    def log_prob(self, x: Tensor) -> Tensor:
-        """Log-density of each draw in ``x`` (shape ``(n, *mu.shape)``), summed over the event."""
+    def log_prob(self, x: Tensor | Draws) -> Tensor:
+        """Log-density of each draw in ``x`` (shape ``(n, *mu.shape)``, or :class:`Draws` of
+        this distribution's noise), summed over the event. For ``Draws`` the gradients come
+        from the noise (:func:`neuroes.noise.log_prob`), without autograd over ``(n, d)``."""
+        if isinstance(x, Draws):
+            return noise.log_prob(self.mu, self.sigma, x)
         if x.shape[1:] != self.mu.shape:
             raise ValueError(
                 f"samples have event shape {tuple(x.shape[1:])}, the distribution has "
@@ -148,19 +153,27 @@ class Normal(Distribution):
             signs = torch.stack([signs, -signs], dim=1).reshape(n)
         return seeds.cpu(), signs.cpu()
 
-    def rebuild(self, seeds: Tensor, signs: Tensor, table: NoiseTable | None = None) -> Tensor:
-        """Members ``mu + sign * sigma * table.noise(seed)``, shape ``(len(seeds), *mu.shape)``.
+    def rebuild(
+        self,
+        seeds: Tensor,
+        signs: Tensor,
+        table: NoiseTable | None = None,
+        out: Tensor | None = None,
+    ) -> Tensor:
+        """Members ``mu + sign * sigma * table.noise(seed)``, shape ``(len(seeds), *mu.shape)``,
+        written into ``out`` (``(len(seeds), d)``, CPU float32) when given.
 
         A member with sign 0 is ``mu`` itself, bit for bit (the mean policy's rows).
         """
         table = table or NoiseTable()
-        eps = table.noise(seeds, self.mu.numel()).to(self.mu.device, self.mu.dtype)
-        eps = eps * signs.to(eps).unsqueeze(-1)
-        members = self.mu.detach() + self.sigma.detach() * eps.view(len(seeds), *self.mu.shape)
+        mu, sigma = self.mu.detach(), self.sigma.detach()
+        members = table.noise(seeds, mu.numel(), out=out).to(mu.device, mu.dtype)
+        members = members.view(len(seeds), *mu.shape)
+        members.mul_(sigma).mul_(signs.to(members).view(-1, *[1] * mu.dim())).add_(mu)
         at_mean = signs.to(members.device) == 0
         if at_mean.any():
-            members[at_mean] = self.mu.detach()
-        return members.detach()
+            members[at_mean] = mu
+        return members
 
 
 class MixtureNormal(Distribution):

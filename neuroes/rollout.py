@@ -43,9 +43,10 @@ from neuroes.agents import (
     flatten_observations,
     observation_dim,
 )
-from neuroes.agents.flat import aligned_rows
+from neuroes.agents.flat import aligned_empty, aligned_rows
 from neuroes.envs import Descriptor, descriptor_for
 from neuroes.envs.vector import BatchEnv, EnvFailure, EnvSource, make_batch, make_env
+from neuroes.population import Population
 
 __all__ = [
     "EnvSource",
@@ -56,6 +57,10 @@ __all__ = [
     "evaluate",
     "make_env",
 ]
+
+CHUNK_BYTES = 2**28
+"""Parameter bytes a shard builds and plays at a time: populations of large policies play in
+chunks of members, which bounds the evaluator's memory."""
 
 
 class RolloutError(RuntimeError):
@@ -208,23 +213,28 @@ class Evaluator:
         self.normalizer = normalizer
         self.device = torch.device(device)
         self.forward = BatchedForward(policy.to(self.device))
+        self.chunk_bytes = CHUNK_BYTES
+        self.buffers = threading.local()
 
     def evaluate(
         self,
-        thetas: Tensor,
+        thetas: Tensor | Population,
         episodes: int = 1,
         max_steps: int | None = None,
         seed: int | Sequence[int] = 0,
     ) -> Rollouts:
-        """Play ``episodes`` episodes of every member of ``thetas`` (P, d).
+        """Play ``episodes`` episodes of every member of ``thetas`` (P, d), or of a
+        :class:`Population`, whose seeded members are rebuilt a chunk at a time.
 
         Episode ``e`` of member ``i`` starts from ``reset(seed=seed + e)``, or from
         ``reset(seed=seed[i] + e)`` when ``seed`` gives one base seed per member.
         """
-        if thetas.dim() != 2:
-            raise ValueError(
-                f"thetas must have shape (population, parameters), got {tuple(thetas.shape)}"
-            )
+        if isinstance(thetas, Tensor):
+            if thetas.dim() != 2:
+                raise ValueError(
+                    f"thetas must have shape (population, parameters), got {tuple(thetas.shape)}"
+                )
+            thetas = Population(thetas)
         if episodes < 1:
             raise ValueError(f"episodes must be positive, got {episodes}")
         p = len(thetas)
@@ -257,24 +267,50 @@ class Evaluator:
             for start, error in zip(bounds, outcomes, strict=False)
             if isinstance(error, RolloutError)
         ]
-        if errors:  # the one a single shard would meet first
-            raise min(errors, key=lambda error: (error.step, error.member))
+        if errors:
+            raise _first(errors)
         return Rollouts.concatenate([future.result() for future in futures])
 
     def _shard(
         self,
         batch: BatchEnv,
-        thetas: Tensor,
+        members: Population,
         episodes: int,
         max_steps: int | None,
         seeds: np.ndarray,
     ) -> Rollouts:
-        """:meth:`evaluate` of ``thetas`` (P, d) on ``batch``, with one base seed per member."""
-        p, n = len(thetas), len(thetas) * episodes
+        """:meth:`evaluate` of ``members`` on ``batch``, with one base seed per member, in
+        chunks of at most ``chunk_bytes`` of parameters (results do not depend on the chunks)."""
+        rows = max(1, self.chunk_bytes // (4 * self.forward.size * episodes))
+        parts, errors = [], []
+        for start in range(0, len(members), rows):
+            chunk = slice(start, start + rows)
+            try:
+                parts.append(self._chunk(batch, members[chunk], episodes, max_steps, seeds[chunk]))
+            except RolloutError as error:  # the other chunks still play: report the first
+                errors.append(error.shifted(start))
+        if errors:
+            raise _first(errors)
+        return Rollouts.concatenate(parts)
+
+    def _chunk(
+        self,
+        batch: BatchEnv,
+        members: Population,
+        episodes: int,
+        max_steps: int | None,
+        seeds: np.ndarray,
+    ) -> Rollouts:
+        """:meth:`_shard` of one chunk, played as one batch."""
+        p, n = len(members), len(members) * episodes
         seeds = (seeds[:, None] + np.arange(episodes)).reshape(n)
         # One row per episode, so that an episode's actions do not depend on how many episodes
         # run beside it (matrix kernels round differently for different row counts).
-        thetas = thetas.to(self.device, torch.float32).repeat_interleave(episodes, 0)
+        rows = members.repeated(episodes)
+        if rows.seeded and self.device.type == "cpu":  # built in place, in the aligned layout
+            thetas = rows.rows(0, n, out=self._buffer(n))
+        else:
+            thetas = rows.thetas.to(self.device, torch.float32)
         with torch.no_grad():
             returns, lengths, behaviors, total, total_sq = self._play(
                 batch, thetas, seeds, max_steps, episodes
@@ -288,6 +324,13 @@ class Evaluator:
             observation_sum=total.reshape(p, episodes, dim).sum(1),
             observation_sum_sq=total_sq.reshape(p, episodes, dim).sum(1),
         )
+
+    def _buffer(self, rows: int) -> Tensor:
+        """This thread's reused parameter buffer, ``(rows, d)`` in the aligned layout."""
+        buffer = getattr(self.buffers, "value", None)
+        if buffer is None or len(buffer) < rows:
+            buffer = self.buffers.value = aligned_empty(rows, self.forward.size)
+        return buffer[:rows]
 
     def _play(
         self,
@@ -361,6 +404,11 @@ class Evaluator:
     def _error(index: int, episodes: int, step: int, what: str) -> RolloutError:
         member, episode = divmod(index, episodes)
         return RolloutError(member, episode, step, what)
+
+
+def _first(errors: list[RolloutError]) -> RolloutError:
+    """The error a single batch of all the rows would meet first."""
+    return min(errors, key=lambda error: (error.step, error.member))
 
 
 class _Cancelled(Exception):

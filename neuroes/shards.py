@@ -30,7 +30,6 @@ import numpy as np
 import torch
 
 from neuroes.agents import ObservationNormalizer, Policy
-from neuroes.distributions import Normal
 from neuroes.envs import Descriptor
 from neuroes.noise import NoiseTable
 from neuroes.population import Population
@@ -151,23 +150,23 @@ class ShardEvaluator:
         torch.set_num_threads(1)
         self.evaluator = spec.evaluator(threads=1)
         self.broadcast: Broadcast | None = None
-        self.distribution: Normal | None = None
+        self.mu = self.sigma = None  # of the published seeded population
 
     def publish(self, broadcast: Broadcast) -> None:
         self.broadcast = broadcast
         self.evaluator.normalizer = broadcast.normalizer
         if broadcast.mu is not None:
-            self.distribution = Normal(torch.tensor(broadcast.mu), torch.tensor(broadcast.sigma))
+            self.mu, self.sigma = torch.tensor(broadcast.mu), torch.tensor(broadcast.sigma)
 
     def evaluate(self, shard: Shard) -> Rollouts:
+        b = self.broadcast
         if shard.thetas is not None:
-            thetas = torch.tensor(shard.thetas)
+            members = Population(torch.tensor(shard.thetas))
         else:
             seeds, signs = torch.tensor(shard.noise_seeds), torch.tensor(shard.signs)
-            thetas = self.distribution.rebuild(seeds, signs, self.broadcast.table)
-        b = self.broadcast
+            members = Population(None, seeds, signs, None, self.mu, self.sigma, b.table)
         try:
-            return self.evaluator.evaluate(thetas, b.episodes, b.max_steps, shard.seeds)
+            return self.evaluator.evaluate(members, b.episodes, b.max_steps, shard.seeds)
         except RolloutError as error:
             raise error.shifted(shard.start) from None
 

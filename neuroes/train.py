@@ -235,9 +235,9 @@ def _options_by_declaring_class() -> dict[type, list[dataclasses.Field]]:
     for cls in ALGORITHMS.values():
         for item in dataclasses.fields(cls.Options):
             declaring = next(
-                c for c in reversed(cls.Options.__mro__) if item.name in c.__dict__.get(
-                    "__annotations__", {}
-                )
+                c
+                for c in reversed(cls.Options.__mro__)
+                if item.name in c.__dict__.get("__annotations__", {})
             )
             names = [known.name for known in groups.setdefault(declaring, [])]
             if item.name not in names:

@@ -179,7 +179,7 @@ class Run:
         config, tick = self.config, time.perf_counter()
         # Ask, and evaluate the members with the mean policy riding along as extra rows.
         population = self.algorithm.ask()
-        broken = (~torch.isfinite(population.thetas).all(1)).nonzero().flatten().tolist()
+        broken = population.non_finite_rows()
         if broken:
             raise DivergedError(
                 f"diverged at generation {self.generation + 1}: members {_rows(broken)} have "
@@ -220,9 +220,7 @@ class Run:
             if self.generation % config.scatter_every == 0 or self.solved:
                 archive = getattr(self.algorithm, "archive", None)  # see the Algorithm protocol
                 archive = None if archive is None else np.asarray(archive)
-                self.monitor.scatter(
-                    self.generation, rollouts.behaviors, rollouts.returns, archive
-                )
+                self.monitor.scatter(self.generation, rollouts.behaviors, rollouts.returns, archive)
         self.monitor.log(self.generation, scalars)
         # Checkpoint: keep this generation in memory, for an interrupt; on disk every so often.
         self.last_completed = checkpoint.encode(self.payload())
@@ -242,12 +240,12 @@ class Run:
         members = population.with_mean(self.algorithm.mean, evals)  # sign 0 when seeded
         seeds = np.concatenate(
             [
-                np.full(len(population.thetas), train_seed),
+                np.full(len(population), train_seed),
                 eval_seed + cfg.episodes * np.arange(evals),
             ]
         )
         rollouts = self.backend.evaluate(members, seeds, cfg.episodes, cfg.max_steps)
-        split = len(population.thetas)
+        split = len(population)
         return rollouts[:split], float(rollouts.returns[split:].mean())
 
     def confirm(self, population: Population) -> float:

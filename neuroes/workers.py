@@ -5,7 +5,8 @@ no copies and no messages. :class:`LocalWorkers` runs ``--workers N`` processes,
 own environments and evaluator, fed shards by :class:`neuroes.shards.Pool` through a pipe.
 They are forked from multiprocessing's fork server, which imports neuroes (torch, gymnasium)
 once, so a worker starts in a fraction of a second and inherits nothing of the learner's
-state. ``--ray`` picks :class:`neuroes.distributed.RayWorkers`.
+state; it maps the learner's noise table from shared memory instead of building its own.
+``--ray`` picks :class:`neuroes.distributed.RayWorkers`.
 """
 
 from __future__ import annotations
@@ -21,8 +22,10 @@ from multiprocessing.connection import Connection, wait
 
 import cloudpickle
 import numpy as np
+import torch
 
-from neuroes.agents import ObservationNormalizer
+from neuroes.agents import ObservationNormalizer, num_params
+from neuroes.noise import NoiseTable
 from neuroes.population import Population
 from neuroes.rollout import Rollouts
 from neuroes.shards import Backend, Broadcast, Pool, Shard, ShardEvaluator, WorkerError, WorkerSpec
@@ -44,7 +47,7 @@ class InProcess:
     def evaluate(
         self, population: Population, seeds: np.ndarray, episodes: int, max_steps: int | None
     ) -> Rollouts:
-        return self.evaluator.evaluate(population.thetas, episodes, max_steps, seeds)
+        return self.evaluator.evaluate(population, episodes, max_steps, seeds)
 
     def close(self) -> None:
         pass
@@ -55,7 +58,7 @@ def encode(message: tuple) -> bytes:
     return pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
 
 
-def _serve(spec: bytes, conn: Connection) -> None:
+def _serve(spec: bytes, conn: Connection, table: NoiseTable, values: torch.Tensor) -> None:
     """A worker process: build the evaluator once, then evaluate shards until the pipe closes.
 
     Messages in: ``("publish", Broadcast)`` and ``("shard", Shard)``; out: ``("ready", pid)``,
@@ -64,6 +67,7 @@ def _serve(spec: bytes, conn: Connection) -> None:
     most of a second and has nothing to save.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    table.adopt(values)  # the learner's noise table, mapped rather than built again
     try:
         worker = ShardEvaluator(cloudpickle.loads(spec))
         conn.send_bytes(encode(("ready", os.getpid())))
@@ -99,6 +103,7 @@ class LocalWorkers(Pool):
         self.context = multiprocessing.get_context("forkserver")
         self.context.set_forkserver_preload(["neuroes.shards"])  # torch, gymnasium: imported once
         self.spec = cloudpickle.dumps(spec)
+        self.table = NoiseTable.for_dim(num_params(spec.policy))  # the algorithms' table
         self.processes: dict[int, multiprocessing.process.BaseProcess] = {}
         self.conns: dict[int, Connection] = {}
         self.published: dict[int, int] = {}  # slot -> the job whose broadcast it holds
@@ -108,7 +113,10 @@ class LocalWorkers(Pool):
     def _start(self, slot: int) -> None:
         ours, theirs = self.context.Pipe()
         process = self.context.Process(
-            target=_serve, args=(self.spec, theirs), name=f"neuroes-worker-{slot}", daemon=True
+            target=_serve,
+            args=(self.spec, theirs, self.table, self.table.values()),
+            name=f"neuroes-worker-{slot}",
+            daemon=True,
         )
         process.start()
         theirs.close()  # so that the worker's death reads as end-of-file here

@@ -79,4 +79,4 @@ class ARS(GaussianES):
         if std > 0:
             scale = len(returns) / self.top * self.sigma / std
             weights[kept] = (used - used.mean()) * scale
-        return expectation(weights.flatten().to(sample.dtype), sample, p)
+        return expectation(weights.flatten().float(), sample, p)

@@ -30,7 +30,7 @@ from neuroes import shaping
 from neuroes.agents import get_flat
 from neuroes.algorithms.base import Results, Setup, as_rollouts, option, require_positive
 from neuroes.distributions import Normal
-from neuroes.noise import NoiseTable
+from neuroes.noise import Draws, NoiseTable
 from neuroes.optim import ClipUp
 from neuroes.population import Population
 from neuroes.rollout import Rollouts
@@ -160,13 +160,13 @@ class GaussianES:
     def ask(self) -> Population:
         p = self.distribution()
         seeds, signs = p.sample_seeds(self.popsize)
-        thetas = p.rebuild(seeds, signs, self.table)
         mu, sigma = self.mu.detach().clone(), p.sigma.detach().clone()
-        return Population(thetas, seeds, signs, mu=mu, sigma=sigma, table=self.table)
+        return Population(None, seeds, signs, mu=mu, sigma=sigma, table=self.table)
 
-    def draws(self, population: Population) -> Tensor:
-        """The draws of :meth:`distribution` behind ``population``: its parameter vectors."""
-        return population.thetas
+    def draws(self, population: Population) -> Tensor | Draws:
+        """The draws of :meth:`distribution` behind ``population``: its seeds, whose score
+        function needs no member vectors (:func:`neuroes.noise.log_prob`)."""
+        return Draws(population.seeds, population.signs, self.table)
 
     def objective(self, rollouts: Rollouts, sample: Tensor, p: Normal) -> Tensor:
         """The scalar to maximize; each algorithm defines it."""
