@@ -12,6 +12,11 @@ product and one copy, without a 16 GB matrix at d = 4M, P = 1024). Memory: the p
 resident set while the learner ran, above its resident set just before the learner was built;
 the target is at most 2 x the P x d float32 matrix plus the noise table.
 
+A third table runs one generation of NES and of the GA at d = 4M, P = 1000 (ask, every
+member built a chunk at a time as the evaluator builds them, tell; the GA's first generation
+draws 1000 initializations): the time and the peak memory, against the 16 GB that the
+population would take as a matrix.
+
 A second table times the per-step policy forward at d ~ 1M (HalfCheetah's 17 observations,
 hidden 1024-1024, 6 actions), one observation per member: the evaluator's bound forward
 against bare ``torch.baddbmm`` calls over contiguous weights of the same shapes.
@@ -97,6 +102,38 @@ def one(dim: int, popsize: int, generations: int) -> dict:
     }
 
 
+def scale_row(algo: str, dim: int, popsize: int) -> dict:
+    """One generation of ``algo`` ("nes" or "ga") at (d, P): ask, every member built a chunk
+    at a time as the evaluator builds them (and checked finite, as the trainer does), tell."""
+    from neuroes.algorithms import NES, GeneticAlgorithm
+    from neuroes.rollout import CHUNK_BYTES
+
+    torch.set_num_threads(2)
+    before = _resident("VmRSS")
+    start = time.perf_counter()
+    if algo == "nes":
+        algorithm = NES(torch.zeros(dim), 0.02, popsize, lr=0.01, seed=0)
+    else:
+
+        def initialize(seed: int) -> torch.Tensor:
+            return torch.randn(dim, generator=torch.Generator().manual_seed(seed)) * 0.05
+
+        algorithm = GeneticAlgorithm(initialize, 0.002, popsize, elite_episodes=0)
+    population = algorithm.ask()
+    rows = CHUNK_BYTES // (4 * dim)
+    for first in range(0, popsize, rows):
+        assert torch.isfinite(population.rows(first, first + rows)).all()
+    algorithm.tell(population, torch.randn(popsize).numpy())
+    return {
+        "algo": algo,
+        "dim": dim,
+        "popsize": popsize,
+        "seconds": time.perf_counter() - start,
+        "peak_bytes": _resident("VmHWM") - before,
+        "matrix_bytes": 4 * dim * popsize,
+    }
+
+
 def forward_row(dim_hidden: int, popsize: int) -> dict:
     """The bound forward of the evaluator against bare baddbmm at the same shapes."""
     import gymnasium as gym
@@ -131,7 +168,7 @@ def _gb(value: float) -> str:
     return f"{value / 1e9:.2f} GB"
 
 
-def table(rows: list[dict], forwards: list[dict]) -> str:
+def table(rows: list[dict], forwards: list[dict], scales: list[dict]) -> str:
     lines = [
         "| d | P | ask | tell | ask + tell | floor | ratio | learner memory | target memory |",
         "|---|---|---|---|---|---|---|---|---|",
@@ -153,6 +190,13 @@ def table(rows: list[dict], forwards: list[dict]) -> str:
         lines.append(
             f"| {row['dim']:,} | {row['popsize']} | {1e3 * row['ours']:.2f} ms | "
             f"{1e3 * row['bmm']:.2f} ms | {row['ours'] / row['bmm']:.2f}x |"
+        )
+    lines += ["", "| one generation | d | P | seconds | peak memory | P x d float32 |"]
+    lines.append("|---|---|---|---|---|---|")
+    for row in scales:
+        lines.append(
+            f"| {row['algo']} | {row['dim']:,} | {row['popsize']} | {row['seconds']:.1f} s | "
+            f"{_gb(row['peak_bytes'])} | {_gb(row['matrix_bytes'])} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -187,12 +231,16 @@ def main() -> None:
     cli.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     cli.add_argument("--one", type=int, nargs=2, metavar=("D", "P"), help=argparse.SUPPRESS)
     cli.add_argument("--forward", type=int, nargs=2, metavar=("H", "P"), help=argparse.SUPPRESS)
+    cli.add_argument("--scale", nargs=3, metavar=("ALGO", "D", "P"), help=argparse.SUPPRESS)
     args = cli.parse_args()
     if args.one:
         print(json.dumps(one(*args.one, args.generations)))
         return
     if args.forward:
         print(json.dumps(forward_row(*args.forward)))
+        return
+    if args.scale:
+        print(json.dumps(scale_row(args.scale[0], int(args.scale[1]), int(args.scale[2]))))
         return
 
     def measure(*flags: str) -> dict:
@@ -203,10 +251,11 @@ def main() -> None:
 
     rows = [measure("--one", str(d), str(p)) for d in args.dims for p in args.popsizes]
     forwards = [measure("--forward", "1024", str(p)) for p in (16, 64)]
+    scales = [measure("--scale", algo, "4000000", "1000") for algo in ("nes", "ga")]
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "learner.md").write_text(table(rows, forwards))
+    (args.out / "learner.md").write_text(table(rows, forwards, scales))
     figure(rows, args.out / "learner.png")
-    print(table(rows, forwards))
+    print(table(rows, forwards, scales))
 
 
 if __name__ == "__main__":

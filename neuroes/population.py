@@ -2,24 +2,33 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor
 
 from neuroes.distributions import Normal
 from neuroes.noise import NoiseTable
 
+CHECKED = 2**26
+"""Parameters built at a time to check built members for non-finite values (256 MB)."""
+
 
 class Population:
-    """One generation's members: their vectors, or the seeds and signs that rebuild them.
+    """One generation's members: their vectors, or what builds them where they are evaluated.
 
     ``topologies`` holds each member's topology when the algorithm searches architectures
-    (ES-ENAS), ``None`` otherwise.
+    (ES-ENAS), ``None`` otherwise. A population takes one of three forms:
 
-    A Gaussian population is ``seeded``: it carries its mean ``mu``, ``sigma`` and noise
-    ``table`` instead of vectors, and member ``i`` is ``Normal(mu, sigma).rebuild(seeds[i],
-    signs[i], table)`` (sign 0 is ``mu`` itself). Its vectors are built only where they are
-    evaluated, a chunk of rows at a time (:meth:`rows`); workers receive the few numbers that
-    describe them. Populations without ``mu`` (GA, ES-ENAS) hold and send their vectors.
+    - ``thetas``: the vectors themselves (CMA-ES, ES-ENAS).
+    - seeded: a Gaussian population's mean ``mu``, ``sigma`` and noise ``table``; member ``i``
+      is ``Normal(mu, sigma).rebuild(seeds[i], signs[i], table)`` (sign 0 is ``mu`` itself).
+      Workers receive these few numbers and rebuild their rows.
+    - ``build``: a function from member indices (an int64 tensor) to their vectors, such as
+      the genetic algorithm's parents plus mutation seeds; workers receive their rows' vectors.
+
+    Seeded and built members are made only where they are evaluated, a chunk of rows at a time
+    (:meth:`rows`), so that no ``(len, d)`` matrix need exist.
     """
 
     def __init__(
@@ -31,11 +40,17 @@ class Population:
         mu: Tensor | None = None,
         sigma: Tensor | None = None,
         table: NoiseTable | None = None,
+        build: Callable[[Tensor], Tensor] | None = None,
+        index: Tensor | None = None,
     ) -> None:
-        if (thetas is None) == (mu is None):
-            raise ValueError("a population holds either its vectors (thetas) or mu and seeds")
+        if [thetas is not None, mu is not None, build is not None].count(True) != 1:
+            raise ValueError("a population holds one of: thetas, mu and seeds, or build")
         self.vectors, self.seeds, self.signs, self.topologies = thetas, seeds, signs, topologies
         self.mu, self.sigma, self.table = mu, sigma, table
+        self.build = build
+        if build is not None and index is None:
+            index = torch.arange(len(seeds))
+        self.index = index  # the members of ``build`` that this population holds
 
     @property
     def seeded(self) -> bool:
@@ -49,6 +64,8 @@ class Population:
     def rows(self, start: int, stop: int, out: Tensor | None = None) -> Tensor:
         """The vectors of members ``start .. stop - 1``; a seeded population writes them into
         ``out`` (``(stop - start, d)`` float32) when given."""
+        if self.build is not None:
+            return self.build(self.index[start:stop])
         if not self.seeded:
             return self.vectors[start:stop]
         normal = Normal(self.mu, self.sigma)
@@ -56,14 +73,23 @@ class Population:
 
     def non_finite_rows(self) -> list[int]:
         """The members with a non-finite parameter (all of them when ``mu`` or ``sigma`` is
-        not finite: the noise table always is)."""
-        if not self.seeded:
-            return (~torch.isfinite(self.vectors).all(1)).nonzero().flatten().tolist()
-        finite = bool(torch.isfinite(self.mu).all() and torch.isfinite(self.sigma).all())
-        return [] if finite else list(range(len(self)))
+        not finite: the noise table always is); built members are checked a chunk at a time."""
+        if self.seeded:
+            finite = bool(torch.isfinite(self.mu).all() and torch.isfinite(self.sigma).all())
+            return [] if finite else list(range(len(self)))
+        if not len(self):
+            return []
+        step = max(1, CHECKED // max(1, self.rows(0, 1).shape[1]))
+        return [
+            start + int(row)
+            for start in range(0, len(self), step)
+            for row in (~torch.isfinite(self.rows(start, start + step)).all(1)).nonzero()
+        ]
 
     def __len__(self) -> int:
-        return len(self.seeds) if self.seeded else len(self.vectors)
+        if self.vectors is not None:
+            return len(self.vectors)
+        return len(self.seeds) if self.seeded else len(self.index)
 
     def __getitem__(self, rows: slice) -> Population:
         def part(x: Tensor | None) -> Tensor | None:
@@ -77,10 +103,14 @@ class Population:
             self.mu,
             self.sigma,
             self.table,
+            self.build,
+            part(self.index),
         )
 
     def repeated(self, count: int) -> Population:
         """Each member ``count`` times in a row (topologies dropped)."""
+        if self.build is not None:
+            return Population(build=self.build, index=self.index.repeat_interleave(count))
         if not self.seeded:
             return Population(self.vectors.repeat_interleave(count, 0))
         seeds, signs = self.seeds.repeat_interleave(count), self.signs.repeat_interleave(count)
@@ -89,8 +119,20 @@ class Population:
     def with_mean(self, mean: Tensor, count: int) -> Population:
         """These members followed by ``count`` rows of ``mean``, which must be ``mu`` when
         seeded (its rows get sign 0); the result has no topologies."""
-        if not self.seeded:
+        if self.seeded:
+            seeds = torch.cat([self.seeds, self.seeds.new_zeros(count)])
+            signs = torch.cat([self.signs, self.signs.new_zeros(count)])
+            return Population(None, seeds, signs, None, self.mu, self.sigma, self.table)
+        if self.build is None:
             return Population(torch.cat([self.vectors, mean.expand(count, -1)]))
-        seeds = torch.cat([self.seeds, self.seeds.new_zeros(count)])
-        signs = torch.cat([self.signs, self.signs.new_zeros(count)])
-        return Population(None, seeds, signs, None, self.mu, self.sigma, self.table)
+        build = self.build
+        index = torch.cat([self.index, torch.full((count,), -1)])  # -1: the mean
+
+        def build_with_mean(rows: Tensor) -> Tensor:
+            vectors = mean.expand(len(rows), -1).clone()
+            built = rows >= 0
+            if built.any():
+                vectors[built] = build(rows[built])
+            return vectors
+
+        return Population(build=build_with_mean, index=index)

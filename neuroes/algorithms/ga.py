@@ -20,9 +20,12 @@ Genomes: a member is a tuple of seeds, the first seeding its initialization
 :class:`neuroes.noise.NoiseTable`); a crossover child's genome starts with
 ``(mask_seed, genome_a, genome_b)``: parameter i comes from parent a where
 ``noise(mask_seed)[i] > 0``. :func:`rebuild` turns a genome back into its vector; the learner
-only does so for a restored state. Population rows: ``seeds`` holds each member's newest seed,
-``signs`` is 1 for members mutated this generation and 0 for the elite. Why the elite episodes
-run inside ``tell`` and how genomes are cached: ``docs/design.md``.
+only does so for a restored state. Members are kept as a :class:`Brood`: the vectors of the
+generation's parents (and crossover children) plus each member's mutation seed, so that no
+population x parameters matrix exists; the evaluator builds members a chunk at a time.
+Population rows: ``seeds`` holds each member's newest seed, ``signs`` is 1 for members mutated
+this generation and 0 for the elite. Why the elite episodes run inside ``tell`` and how genomes
+are cached: ``docs/design.md``.
 """
 
 from __future__ import annotations
@@ -89,6 +92,32 @@ def rebuild(
     return memo[id(genome)]
 
 
+@dataclass(frozen=True)
+class Brood:
+    """One generation's members: ``sources[source[i]] + sigma * noise(mutation[i])``, the noise
+    left out where ``mutated[i]`` is false (the elite). Called with member indices, returns
+    their vectors; without ``sources`` (the first generation) member ``i`` is
+    ``initialize(mutation[i])``."""
+
+    initialize: Initialize
+    sigma: float
+    table: NoiseTable
+    mutation: Tensor  # int64 seeds (P,)
+    sources: Tensor | None = None  # (k, d)
+    source: Tensor | None = None  # int64 (P,), rows of ``sources``
+    mutated: Tensor | None = None  # bool (P,)
+
+    def __call__(self, members: Tensor) -> Tensor:
+        if self.sources is None:
+            return torch.stack([self.initialize(int(s)).float() for s in self.mutation[members]])
+        vectors = self.sources[self.source[members]]
+        mutated = self.mutated[members]
+        if mutated.any():
+            seeds = self.mutation[members][mutated]
+            vectors[mutated] = mutate(vectors[mutated], seeds, self.sigma, self.table)
+        return vectors
+
+
 class GeneticAlgorithm:
     """Truncation selection, re-evaluated elitism and Gaussian mutation over seed genomes.
 
@@ -135,8 +164,9 @@ class GeneticAlgorithm:
         self.crossover, self.evaluate = crossover, evaluate
         self.generator = torch.Generator().manual_seed(seed)
         self.genomes: list[Genome] = [(s,) for s in self._seeds(popsize).tolist()]
-        self.vectors = torch.stack([initialize(seed).float() for (seed,) in self.genomes])
-        self.table = NoiseTable.for_dim(self.vectors.shape[1])
+        self.elite = initialize(self.genomes[0][0]).float()
+        self.table = NoiseTable.for_dim(len(self.elite))
+        self.brood = Brood(initialize, sigma, self.table, torch.tensor(self._newest()))
         self.has_elite = False
 
     Options = GAOptions
@@ -167,7 +197,15 @@ class GeneticAlgorithm:
     @property
     def mean(self) -> Tensor:
         """The elite (member 0 of the first generation before the first selection)."""
-        return self.vectors[0]
+        return self.elite
+
+    @property
+    def vectors(self) -> Tensor:
+        """Every member's vector (P, d), built on each call."""
+        return self.brood(torch.arange(self.popsize))
+
+    def _newest(self) -> list[int]:
+        return [genome[-1] for genome in self.genomes]
 
     def _seeds(self, n: int) -> Tensor:
         return torch.randint(0, 2**62, (n,), generator=self.generator)
@@ -175,8 +213,8 @@ class GeneticAlgorithm:
     def ask(self) -> Population:
         signs = torch.ones(self.popsize, dtype=torch.int8)
         signs[0] = 0 if self.has_elite else 1
-        newest = torch.tensor([genome[-1] for genome in self.genomes])
-        return Population(self.vectors, newest, signs)
+        newest = torch.tensor(self._newest())
+        return Population(seeds=newest, signs=signs, build=self.brood)
 
     def tell(self, population: Population, results: Results) -> dict[str, float]:
         """Select the elite and the parents, and breed the next population."""
@@ -190,14 +228,12 @@ class GeneticAlgorithm:
         scores, elite_steps = returns[candidates].numpy(), 0
         if self.evaluate is not None and self.elite_episodes:
             seed = int(torch.randint(0, 2**31, (1,), generator=self.generator))
-            extra = self.evaluate(self.vectors[candidates], self.elite_episodes, seed)
+            extra = self.evaluate(self.brood(torch.tensor(candidates)), self.elite_episodes, seed)
             scores, elite_steps = extra.returns, extra.env_steps
         elite = candidates[int(np.argmax(scores))]
         parents = [elite, *(i for i in ranked if i != elite)][: self.parents]
-        genomes, vectors = self._breed(parents)
-        self.genomes = [self.genomes[elite], *genomes]
-        self.vectors = torch.cat([self.vectors[elite].unsqueeze(0), vectors])
-        self.has_elite = True
+        self.genomes, self.brood = self._breed(parents)
+        self.elite, self.has_elite = self.brood.sources[0], True
         return {
             "ga/elite_return": float(np.max(scores)),
             "ga/parents_return_mean": float(returns[parents].mean()),
@@ -205,23 +241,37 @@ class GeneticAlgorithm:
             "ga/elite_env_steps": float(elite_steps),
         }
 
-    def _breed(self, parents: list[int]) -> tuple[list[Genome], Tensor]:
-        """``popsize - 1`` children of ``parents`` (indices into the population)."""
+    def _breed(self, parents: list[int]) -> tuple[list[Genome], Brood]:
+        """The elite (``parents[0]``) and ``popsize - 1`` children of ``parents`` (indices
+        into the population): their genomes and brood."""
         n, pool = self.popsize - 1, torch.tensor(parents)
-        first = pool[torch.randint(len(pool), (n,), generator=self.generator)]
-        seeds, vectors = self._seeds(n), self.vectors[first]
-        origins = [self.genomes[i] for i in first.tolist()]
+        first = torch.randint(len(pool), (n,), generator=self.generator)  # rows of pool
+        seeds = self._seeds(n)
+        sources, source = self.brood(pool), first
+        origins = [self.genomes[i] for i in pool[first].tolist()]
         if self.crossover:
             crossed = torch.rand(n, generator=self.generator) < self.crossover
-            second = pool[torch.randint(len(pool), (n,), generator=self.generator)]
+            second = torch.randint(len(pool), (n,), generator=self.generator)
             masks = self._seeds(n)
-            mixed = cross(vectors, self.vectors[second], masks, self.table)
-            vectors = torch.where(crossed.unsqueeze(1), mixed, vectors)
+            mixed = cross(
+                sources[first[crossed]], sources[second[crossed]], masks[crossed], self.table
+            )
+            source = torch.where(crossed, len(pool) + crossed.cumsum(0) - 1, first)
+            sources = torch.cat([sources, mixed])
             for j in crossed.nonzero().flatten().tolist():
-                pair = (origins[j], self.genomes[int(second[j])])
+                pair = (origins[j], self.genomes[parents[int(second[j])]])
                 origins[j] = ((int(masks[j]), *pair),)
         genomes = [(*origin, s) for origin, s in zip(origins, seeds.tolist(), strict=True)]
-        return genomes, mutate(vectors, seeds, self.sigma, self.table)
+        brood = Brood(
+            self.initialize,
+            self.sigma,
+            self.table,
+            mutation=torch.cat([seeds.new_zeros(1), seeds]),
+            sources=sources,
+            source=torch.cat([source.new_zeros(1), source]),  # the elite: parents[0], as is
+            mutated=torch.cat([torch.tensor([False]), torch.ones(n, dtype=torch.bool)]),
+        )
+        return [self.genomes[parents[0]], *genomes], brood
 
     def state_dict(self) -> dict:
         return {
@@ -238,7 +288,23 @@ class GeneticAlgorithm:
             )
         self.genomes, self.has_elite = list(state["genomes"]), state["has_elite"]
         self.generator.set_state(state["generator"])
+        newest = torch.tensor(self._newest())
+        if not self.has_elite:  # the first generation: initializations
+            self.brood = Brood(self.initialize, self.sigma, self.table, newest)
+            self.elite = self.initialize(self.genomes[0][0]).float()
+            return
+        # The elite as it is, every other member a mutation of the genome before its last seed.
+        origins = [self.genomes[0], *(genome[:-1] for genome in self.genomes[1:])]
+        distinct = list(dict.fromkeys(origins))
         memo: dict = {}
-        self.vectors = torch.stack(
-            [rebuild(g, self.initialize, self.sigma, self.table, memo) for g in self.genomes]
+        sources = torch.stack(
+            [rebuild(g, self.initialize, self.sigma, self.table, memo) for g in distinct]
         )
+        row = {origin: k for k, origin in enumerate(distinct)}
+        mutated = torch.ones(self.popsize, dtype=torch.bool)
+        mutated[0] = False
+        source = torch.tensor([row[origin] for origin in origins])
+        self.brood = Brood(
+            self.initialize, self.sigma, self.table, newest, sources, source, mutated
+        )
+        self.elite = sources[0]
