@@ -20,7 +20,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -89,7 +89,7 @@ def train(config: Config | str, **settings: Any) -> Summary:
         run_dir = _run_folder(config)
         created = not run_dir.exists()
         run = Run.fresh(config, run_dir)
-    with _signals_as_interrupts() as received:
+    with _signals_as_interrupts(lambda: run.finishing) as received:
         try:
             while not run.finished:
                 run.step()
@@ -173,9 +173,10 @@ def _run_folder(config: Config) -> Path:
 
 
 @contextlib.contextmanager
-def _signals_as_interrupts() -> Iterator[list[int]]:
-    """Ctrl-C and SIGTERM (what cluster schedulers send) raise :class:`Interrupted` and are
-    recorded in the yielded list: an exception raised where Python swallows it (in a garbage
+def _signals_as_interrupts(deferring: Callable[[], bool]) -> Iterator[list[int]]:
+    """Ctrl-C and SIGTERM (what cluster schedulers send) are recorded in the yielded list and
+    raise :class:`Interrupted`, unless ``deferring()``: then the caller raises it once the
+    deferred work is done. An exception raised where Python swallows it (in a garbage
     collector's callback) still stops the run after the generation in flight."""
     received: list[int] = []
     if threading.current_thread() is not threading.main_thread():
@@ -184,7 +185,8 @@ def _signals_as_interrupts() -> Iterator[list[int]]:
 
     def interrupt(number: int, frame) -> None:
         received.append(number)
-        raise Interrupted("interrupted", number)
+        if not deferring():
+            raise Interrupted("interrupted", number)
 
     previous = {number: signal.signal(number, interrupt) for number in STOP_SIGNALS}
     try:

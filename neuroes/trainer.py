@@ -80,6 +80,7 @@ class Run:
         self.algorithm = make_algorithm(config.algo, setup, config.options)
         self.generation, self.best_return, self.eval_return = 0, -math.inf, None
         self.env_steps, self.wall_time, self.solved = 0, 0.0, False
+        self.finishing = False  # logging and keeping a generation: interrupts wait
         self.saved_generation: int | None = None  # of run_dir/checkpoint.pt, if there is one
         if state is not None:
             self.algorithm.load_state_dict(state["algorithm"])
@@ -221,11 +222,16 @@ class Run:
                 archive = getattr(self.algorithm, "archive", None)  # see the Algorithm protocol
                 archive = None if archive is None else np.asarray(archive)
                 self.monitor.scatter(self.generation, rollouts.behaviors, rollouts.returns, archive)
-        self.monitor.log(self.generation, scalars)
-        # Checkpoint: keep this generation in memory, for an interrupt; on disk every so often.
-        self.last_completed = checkpoint.encode(self.payload())
-        if self.generation % config.checkpoint_every == 0:
-            self.save_last_completed()
+        # Log, and keep this generation in memory for an interrupt (on disk every so often):
+        # together, so an interrupt waits for both (``finishing``) and no log outruns the keep.
+        self.finishing = True
+        try:
+            self.monitor.log(self.generation, scalars)
+            self.last_completed = checkpoint.encode(self.payload())
+            if self.generation % config.checkpoint_every == 0:
+                self.save_last_completed()
+        finally:
+            self.finishing = False
         return scalars
 
     def evaluate(self, population: Population) -> tuple[Rollouts, float]:

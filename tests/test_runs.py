@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import signal
 import subprocess
 import sys
@@ -177,3 +178,24 @@ def test_a_script_without_the_main_guard_is_told_about_it(tmp_path):
                             timeout=120)  # fmt: skip
     assert failed.returncode == 1
     assert 'under `if __name__ == "__main__":`' in failed.stderr.strip().splitlines()[-1]
+
+
+def test_an_interrupt_while_a_generation_is_logged_waits_for_its_checkpoint(tmp_path, monkeypatch):
+    """The generation whose log line is written is the one the interrupt saves: no log line
+    outruns the checkpoint (a resumed run would log that generation twice)."""
+    from neuroes.monitor import Monitor
+
+    log = Monitor.log
+
+    def log_then_interrupt(self, generation, scalars):
+        log(self, generation, scalars)
+        if generation == 2:
+            os.kill(os.getpid(), signal.SIGINT)  # arrives before the generation is kept
+
+    monkeypatch.setattr(Monitor, "log", log_then_interrupt)
+    folder = tmp_path / "run"
+    with pytest.raises(train.Interrupted):
+        train.train(Config("CartPole-v1", generations=5, popsize=8, max_steps=20,
+                           target_return=math.inf, progress=False, logdir=str(folder)))  # fmt: skip
+    assert checkpoint.read(folder / "checkpoint.pt")["generation"] == 2
+    assert len((folder / "metrics.jsonl").read_text().splitlines()) == 2
