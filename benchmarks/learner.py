@@ -5,21 +5,23 @@
 
 No environment: ``tell`` gets random returns. Each (d, P) runs in a fresh process (so that its
 peak memory is its own) with torch on 2 threads: one warm-up generation (it fills the noise
-table), then the mean of ``--generations`` timed ones. The floor, timed in the same process
-afterwards, is what any learner of a P x d population must do at least: one P x d float32 copy
-plus one (P,) x (P, d) product, timed over blocks of at most 256 MB (the same work as one
-product and one copy, without a 16 GB matrix at d = 4M, P = 1024). Memory: the process's peak
-resident set while the learner ran, above its resident set just before the learner was built;
-the target is at most 2 x the P x d float32 matrix plus the noise table.
+table), then the median of at least ``--generations`` timed ones (more, up to 100, until a
+second has passed). The floor, timed in the same process afterwards, is what any learner of a
+P x d population must do at least: one P x d float32 copy plus one (P,) x (P, d) product,
+timed over blocks of at most 256 MB (the same work, without a 16 GB matrix at d = 4M,
+P = 1024). Memory: the process's peak resident set while the learner ran, above its resident
+set just before the learner was built (after one generation of a 10-parameter NES, which pays
+the process's fixed costs); the target is at most 2 x the P x d float32 matrix plus the noise
+table.
+
+A second table times the per-step policy forward at d ~ 1M (HalfCheetah's 17 observations,
+hidden 1024-1024, 6 actions), one observation per member: the evaluator's bound forward
+against bare ``torch.baddbmm`` calls over contiguous weights of the same shapes.
 
 A third table runs one generation of NES and of the GA at d = 4M, P = 1000 (ask, every
 member built a chunk at a time as the evaluator builds them, tell; the GA's first generation
 draws 1000 initializations): the time and the peak memory, against the 16 GB that the
 population would take as a matrix.
-
-A second table times the per-step policy forward at d ~ 1M (HalfCheetah's 17 observations,
-hidden 1024-1024, 6 actions), one observation per member: the evaluator's bound forward
-against bare ``torch.baddbmm`` calls over contiguous weights of the same shapes.
 
 Writes ``learner.md`` and ``learner.png`` to ``--out`` (default ``benchmarks/results``).
 """
@@ -47,10 +49,11 @@ def _resident(field: str) -> int:
     raise RuntimeError(f"no {field} in /proc/self/status")
 
 
-def _timed(action, repeats: int) -> float:
-    """Median seconds of ``action()`` over ``repeats`` calls."""
-    times = []
-    for _ in range(repeats):
+def _timed(action, least: int = 3) -> float:
+    """Median seconds of ``action()``: at least ``least`` calls, more (up to 100) until a
+    second has passed, so that small sizes are not one noisy sample."""
+    times: list[float] = []
+    while len(times) < least or (sum(times) < 1 and len(times) < 100):
         start = time.perf_counter()
         action()
         times.append(time.perf_counter() - start)
@@ -69,7 +72,7 @@ def floor(dim: int, popsize: int) -> float:
             target[:, :width].copy_(source[:, :width])
             weights @ target[:, :width]
 
-    return _timed(run, 3)
+    return _timed(run)
 
 
 def one(dim: int, popsize: int, generations: int) -> dict:
@@ -77,24 +80,29 @@ def one(dim: int, popsize: int, generations: int) -> dict:
     from neuroes.algorithms import NES
 
     torch.set_num_threads(2)
+    tiny = NES(torch.zeros(10), 0.02, 2, lr=0.01)  # the process's fixed costs: lazy imports,
+    tiny.tell(tiny.ask(), [0.0, 1.0])  # the optimizer's and autograd's first-call set-up
     before = _resident("VmRSS")
     nes = NES(torch.zeros(dim), 0.02, popsize, lr=0.01, seed=0)
     generator = torch.Generator().manual_seed(0)
+    nes.tell(nes.ask(), torch.randn(popsize, generator=generator).numpy())  # fills the table
     asks, tells = [], []
-    for generation in range(generations + 1):
+
+    def generation() -> None:
         start = time.perf_counter()
         population = nes.ask()
         middle = time.perf_counter()
         nes.tell(population, torch.randn(popsize, generator=generator).numpy())
-        if generation:  # the first fills the noise table
-            asks.append(middle - start)
-            tells.append(time.perf_counter() - middle)
+        asks.append(middle - start)
+        tells.append(time.perf_counter() - middle)
+
+    _timed(generation, generations)
     peak = _resident("VmHWM") - before
     return {
         "dim": dim,
         "popsize": popsize,
-        "ask": statistics.mean(asks),
-        "tell": statistics.mean(tells),
+        "ask": statistics.median(asks),
+        "tell": statistics.median(tells),
         "floor": floor(dim, popsize),
         "peak_bytes": peak,
         "matrix_bytes": 4 * dim * popsize,

@@ -118,7 +118,7 @@ class _NoiseLogProb(torch.autograd.Function):
         dim = mu.numel()
         starts, inverse = torch.unique(draws.table.starts(draws.seeds, dim), return_inverse=True)
         signs = draws.signs.to(mu.device, mu.dtype)
-        squares = _noise_products(draws.table, starts, dim, mu, squared=True)  # |noise|^2
+        squares = _noise_products(draws.table, starts, dim, mu)  # |noise|^2
         ctx.draws, ctx.starts, ctx.inverse, ctx.sigma_shape = draws, starts, inverse, sigma.shape
         ctx.save_for_backward(mu, sigma, signs, squares)
         log_det = torch.log(sigma).expand(mu.shape).sum()
@@ -157,17 +157,17 @@ def _noise_products(
     weights: Tensor | None = None,
     squared: bool = False,
 ) -> Tensor:
-    """With ``noise`` the windows at ``starts`` (n, dim), squared elementwise if ``squared``:
-    ``weights @ noise`` (dim,) when weights are given, else each window's sum (n,)."""
+    """With ``noise`` the windows at ``starts`` (n, dim): ``weights @ noise`` (dim,), or
+    ``weights @ noise**2`` if ``squared``; without weights, each window's squared norm (n,)."""
     windows = table.values().unfold(0, dim, 1)
     rows = max(1, CHUNK // dim)
     total = torch.zeros(dim if weights is not None else len(starts), dtype=like.dtype)
     for first in range(0, len(starts), rows):
         chunk = torch.index_select(windows, 0, starts[first : first + rows]).to(like.dtype)
-        if squared:
-            chunk.square_()
         if weights is None:
-            total[first : first + rows] = chunk.sum(1)
+            total[first : first + rows] = torch.linalg.vector_norm(chunk, dim=1).square()
         else:
-            total.addmv_(chunk.T, weights[first : first + rows].cpu())
+            total.addmv_(
+                (chunk.square_() if squared else chunk).T, weights[first : first + rows].cpu()
+            )
     return total.to(like.device)
