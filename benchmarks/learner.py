@@ -172,6 +172,10 @@ def forward_row(dim_hidden: int, popsize: int) -> dict:
     return {"dim": num_params(policy), "popsize": popsize, "ours": ours, "bmm": reference}
 
 
+def _ms(seconds: float) -> str:
+    return f"{1e3 * seconds:.2f} ms"
+
+
 def _gb(value: float) -> str:
     return f"{value / 1e9:.2f} GB"
 
@@ -185,8 +189,8 @@ def table(rows: list[dict], forwards: list[dict], scales: list[dict]) -> str:
         total = row["ask"] + row["tell"]
         target = 2 * row["matrix_bytes"] + row["table_bytes"]
         lines.append(
-            f"| {row['dim']:,} | {row['popsize']} | {row['ask']:.3f} s | {row['tell']:.3f} s | "
-            f"{total:.3f} s | {row['floor']:.3f} s | {total / row['floor']:.2f}x | "
+            f"| {row['dim']:,} | {row['popsize']} | {_ms(row['ask'])} | {_ms(row['tell'])} | "
+            f"{_ms(total)} | {_ms(row['floor'])} | {total / row['floor']:.2f}x | "
             f"{_gb(row['peak_bytes'])} | {_gb(target)} |"
         )
     lines += [
@@ -196,8 +200,8 @@ def table(rows: list[dict], forwards: list[dict], scales: list[dict]) -> str:
     ]
     for row in forwards:
         lines.append(
-            f"| {row['dim']:,} | {row['popsize']} | {1e3 * row['ours']:.2f} ms | "
-            f"{1e3 * row['bmm']:.2f} ms | {row['ours'] / row['bmm']:.2f}x |"
+            f"| {row['dim']:,} | {row['popsize']} | {_ms(row['ours'])} | {_ms(row['bmm'])} | "
+            f"{row['ours'] / row['bmm']:.2f}x |"
         )
     lines += ["", "| one generation | d | P | seconds | peak memory | P x d float32 |"]
     lines.append("|---|---|---|---|---|---|")
