@@ -12,7 +12,7 @@ import torch
 
 from neuroes import Normal
 from neuroes.algorithms import NES
-from neuroes.objectives import fitness, maxent, maxvar, mix
+from neuroes.objectives import fitness, maxent, maxvar, mix, silverman
 from neuroes.rollout import Rollouts
 from neuroes.shaping import centered_ranks, weight_decay, zscore
 
@@ -61,18 +61,57 @@ def test_maxvar_gradient_moves_toward_higher_behavior_variance() -> None:
     assert mu.grad.item() > 0
 
 
-def test_maxent_value_is_the_kernel_density_entropy() -> None:
+def test_maxvar_follows_the_total_variance_not_each_dimensions_own() -> None:
+    """Behaviors (x1, 10 x2) of a diagonal Normal at sigma = 1: the total variance
+    sigma1^2 + 100 sigma2^2 has the log-sigma gradient (2, 200), direction (0.01, 1.00).
+    Scaling each dimension by its own deviation would point along (0.71, 0.71)."""
+    expected = torch.tensor([2.0, 200.0]) / torch.tensor([2.0, 200.0]).norm()
+    for seed in range(3):
+        log_sigma = torch.zeros(2, requires_grad=True)
+        p = Normal(torch.zeros(2), log_sigma.exp(), mirrored=True, generator=seed)
+        x = p.sample(20000)
+        gain = maxvar(x * torch.tensor([1.0, 10.0]), x, p)
+        assert gain.item() == pytest.approx(2.0, rel=1e-4)  # k, the number of dimensions
+        gain.backward()
+        direction = log_sigma.grad / log_sigma.grad.norm()
+        assert torch.dot(direction, expected) > 0.9999, direction  # a 0.8 degree cone
+
+
+@pytest.mark.parametrize("dims", [1, 2])
+@pytest.mark.parametrize("members", [20, 64, 200])
+def test_maxent_gradient_is_the_entropy_gradient(dims, members) -> None:
+    """Behaviors x ~ N(0, sigma^2 I) have entropy k log sigma + const: the gradient in
+    log sigma, per dimension, is 1. The estimator at the default bandwidth, averaged over 300
+    populations, is within 15% of it (measured: 0.92-1.12 for 20-200 members; the mean of 300
+    has a standard error under 0.03); a fixed bandwidth of 1 gives 0.45-0.76."""
+    total = 0.0
+    for seed in range(300):
+        log_sigma = torch.zeros((), requires_grad=True)
+        p = Normal(torch.zeros(dims), log_sigma.exp(), mirrored=True, generator=seed)
+        x = p.sample(members)
+        maxent(x, x, p).backward()
+        total += log_sigma.grad.item() / dims
+    assert 0.85 < total / 300 < 1.15
+
+
+def test_maxent_value_is_the_kernel_density_entropy_without_its_constant() -> None:
     mu = torch.zeros(2, requires_grad=True)
     p = Normal(mu, 1.0, generator=0)
     x = p.sample(2000)
-    entropy = maxent(x, x, p, bandwidth=0.3)
+    value, h = maxent(x, x, p, bandwidth=0.3), 0.3
+    entropy = value.item() - math.log(2000 / 1999) + math.log(2 * math.pi * h**2)  # (k/2) = 1
     # z-scored 2-D standard normal behaviors have entropy log(2 pi e) ~ 2.84; a KDE of
     # bandwidth 0.3 slightly overestimates it.
-    assert 2.8 < entropy.item() < 3.1
-    entropy.backward()
+    assert 2.8 < entropy < 3.1
+    value.backward()
     assert torch.isfinite(mu.grad).all()
     with pytest.raises(ValueError, match="bandwidth must be positive"):
         maxent(x, x, p, bandwidth=0)
+
+
+def test_silverman_bandwidth() -> None:
+    assert silverman(100, 1) == pytest.approx(1.0592 * 100 ** (-0.2), rel=1e-4)
+    assert silverman(100, 2) == pytest.approx(100 ** (-1 / 6))
 
 
 def test_mix_weights_terms_and_checks_lengths() -> None:

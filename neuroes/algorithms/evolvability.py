@@ -33,7 +33,11 @@ class MaxVarOptions(IsotropicOptions):
 
 @dataclass
 class MaxEntOptions(MaxVarOptions):
-    bandwidth: float = option("kernel bandwidth, in z-scored behavior units", 1.0)
+    bandwidth: float | None = option(
+        "kernel bandwidth, in z-scored behavior units (default: Silverman's rule, "
+        "(4 / (k + 2))^(1 / (k + 4)) n^(-1 / (k + 4)) for n members, k behavior dimensions)",
+        None,
+    )
 
 
 class MaxVar(GaussianES):
@@ -65,8 +69,9 @@ class MaxEnt(MaxVar):
 
     Options = MaxEntOptions
 
-    def __init__(self, *args, bandwidth: float = 1.0, **kwargs) -> None:
-        require_positive(bandwidth=bandwidth)
+    def __init__(self, *args, bandwidth: float | None = None, **kwargs) -> None:
+        if bandwidth is not None:
+            require_positive(bandwidth=bandwidth)
         super().__init__(*args, **kwargs)
         self.bandwidth = bandwidth
 
