@@ -325,13 +325,15 @@ def rollout_scalars(rollouts: Rollouts) -> dict[str, float]:
 
 
 def behavior_scalars(behaviors: np.ndarray) -> dict[str, float]:
-    """Spread of the population's final positions: total variance and a Gaussian entropy."""
+    """Spread of the population's final positions: total variance, a Gaussian entropy, and the
+    median distance from the origin (the start, for positions)."""
     covariance = np.atleast_2d(np.cov(behaviors, rowvar=False))
     _, logdet = np.linalg.slogdet(covariance + 1e-9 * np.eye(len(covariance)))
     k = len(covariance)
     return {
         "behavior/variance": float(np.trace(covariance)),
         "behavior/entropy": float(0.5 * (k * np.log(2 * np.pi * np.e) + logdet)),
+        "behavior/distance_median": float(np.median(np.linalg.norm(behaviors, axis=1))),
     }
 
 

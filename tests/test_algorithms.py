@@ -158,9 +158,9 @@ def test_two_worker_processes_give_the_in_process_run(name, tmp_path) -> None:
 def test_reference_runs_are_unchanged(name, tmp_path) -> None:
     """5 CartPole generations per algorithm end where they ended when the registry was built
     (``tests/data/cartpole-5-generations.pt``; maxent's since its estimator left out each
-    member's kernel with itself and dropped the constant terms). Bitwise on the machine that recorded them; on
-    others, matrix kernels and numpy's sin/cos may round differently in the last bit, hence
-    the tolerance, far below the size of any change of behaviour."""
+    member's kernel with itself and dropped the constant terms). Bitwise on the machine that
+    recorded them; on others, matrix kernels and numpy's sin/cos may round differently in the
+    last bit, hence the tolerance, far below the size of any change of behaviour."""
     config = Config("CartPole-v1", name, options=REFERENCE_OPTIONS[name], popsize=16,
                     generations=5, eval_episodes=2, seed=7, target_return=math.inf,
                     progress=False, logdir=str(tmp_path / name))  # fmt: skip

@@ -15,14 +15,28 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import evolvability  # noqa: E402
 
 
-def test_coverage_counts_sectors_beyond_the_radius() -> None:
-    ring = np.stack([np.cos(np.linspace(-3, 3, 8)), np.sin(np.linspace(-3, 3, 8))], 1)
-    assert evolvability.coverage(2 * ring, radius=1.0) == 1.0
-    assert evolvability.coverage(0.5 * ring, radius=1.0) == 0.0
-    assert evolvability.coverage(np.array([[2.0], [3.0], [-0.1]]), radius=1.0) == 0.5
+def test_coverage_counts_sectors_holding_five_percent_beyond_the_radius() -> None:
+    angles = np.linspace(-math.pi, math.pi, 800, endpoint=False) + 0.01
+    ring = np.stack([np.cos(angles), np.sin(angles)], 1)
+    assert evolvability.coverage(2 * ring, radius=1.0) == 8
+    assert evolvability.coverage(0.5 * ring, radius=1.0) == 0
+    cluster = np.array([2.0, 0.3]) + 0.05 * np.random.default_rng(0).standard_normal((500, 2))
+    assert evolvability.coverage(cluster, radius=1.0) == 1
+    strays = np.concatenate([cluster, 2 * ring[::100]])  # one far sample in each other sector
+    assert evolvability.coverage(strays, radius=1.0) == 1  # 1/508 of the far ones: not 5%
+    assert evolvability.coverage(np.array([[2.0], [3.0], [-0.1]]), radius=1.0) == 1
+    assert evolvability.coverage(np.array([[2.0], [-3.0]]), radius=1.0) == 2
 
 
-def _coverage(algo: str, tmp_path: Path) -> float:
+def test_the_benchmark_runs_end_to_end(tmp_path, capsys) -> None:
+    argv = ["--seeds", "0", "--generations", "2", "--samples", "30", "--out", str(tmp_path)]
+    assert evolvability.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "| maxent |" in out and "R = " in out
+    assert (tmp_path / "evolvability_neuroes_PointMaze-v0.png").stat().st_size > 10_000
+
+
+def _coverage(algo: str, tmp_path: Path) -> int:
     config = Config(
         env_id="neuroes/PointMaze-v0",
         algo=algo,
@@ -35,11 +49,11 @@ def _coverage(algo: str, tmp_path: Path) -> float:
         logdir=str(tmp_path / algo),
     )
     summary = train(config)
-    positions = evolvability.final_positions(summary.run_dir, 100, None)
+    positions = evolvability.final_positions(summary.run_dir, 100)
     return evolvability.coverage(positions, radius=0.5)
 
 
 def test_maxent_covers_many_directions_and_nes_few(tmp_path) -> None:
-    assert _coverage("nes", tmp_path) <= 0.25
-    assert _coverage("maxent", tmp_path) >= 0.625
+    assert _coverage("nes", tmp_path) <= 2
+    assert _coverage("maxent", tmp_path) >= 5
     assert list((tmp_path / "maxent").glob("behaviors_*.png")), "scatter plots are written"
