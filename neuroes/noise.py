@@ -67,16 +67,17 @@ class NoiseTable:
     def noise(self, seeds: Tensor, dim: int, out: Tensor | None = None) -> Tensor:
         """The noise windows of ``seeds``, shape ``(len(seeds), dim)``, float32 on the CPU;
         written into ``out`` when given."""
+        starts = self.starts(seeds, dim)
+        windows = self.values().unfold(0, dim, 1)  # a view, no copy
+        return torch.index_select(windows, 0, starts, out=out)
+
+    def starts(self, seeds: Tensor, dim: int) -> Tensor:
+        """Where the windows of ``seeds`` start: members with equal starts share their noise."""
         if dim > self.size // 4:
             raise ValueError(
                 f"a noise table of {self.size} values is too small for {dim} parameters; "
                 f"use NoiseTable(size >= {4 * dim})"
             )
-        windows = self.values().unfold(0, dim, 1)  # a view, no copy
-        return torch.index_select(windows, 0, self.starts(seeds, dim), out=out)
-
-    def starts(self, seeds: Tensor, dim: int) -> Tensor:
-        """Where the windows of ``seeds`` start: members with equal starts share their noise."""
         return torch.as_tensor(seeds, dtype=torch.int64).remainder(self.size - dim + 1)
 
 
@@ -107,7 +108,8 @@ def log_prob(mu: Tensor, sigma: Tensor, draws: Draws) -> Tensor:
     ``-|eps|^2 / 2 - sum(log sigma) - d log(2 pi) / 2``, and its gradients are those of the
     score function: ``eps / sigma`` for ``mu`` and ``(eps^2 - 1) / sigma`` for ``sigma``. They
     are computed from the noise windows a chunk at a time, members that share a window (mirrored
-    pairs) once, at the cost of one pass over the noise; autograd keeps no ``(n, d)`` tensor.
+    pairs) once: one pass over the noise for the values and one per gradient; autograd keeps no
+    ``(n, d)`` tensor.
     """
     return _NoiseLogProb.apply(mu, sigma, draws)
 
@@ -119,7 +121,7 @@ class _NoiseLogProb(torch.autograd.Function):
         starts, inverse = torch.unique(draws.table.starts(draws.seeds, dim), return_inverse=True)
         signs = draws.signs.to(mu.device, mu.dtype)
         squares = _noise_products(draws.table, starts, dim, mu)  # |noise|^2
-        ctx.draws, ctx.starts, ctx.inverse, ctx.sigma_shape = draws, starts, inverse, sigma.shape
+        ctx.draws, ctx.starts, ctx.inverse = draws, starts, inverse
         ctx.save_for_backward(mu, sigma, signs, squares)
         log_det = torch.log(sigma).expand(mu.shape).sum()
         return (
