@@ -8,9 +8,9 @@ single-process evaluation bitwise.
 
 Per evaluation the learner publishes one :class:`Broadcast` (the mean, sigma, the noise table
 and the normalizer) and sends each shard only its rows' noise seeds, signs and episode seeds;
-workers rebuild the parameters with :meth:`Normal.rebuild`, as the learner did. Populations
-that are not seeded (GA, ES-ENAS) send their parameter vectors instead. Workers send back
-:class:`Rollouts`.
+workers rebuild the parameters with :meth:`Normal.rebuild` a chunk at a time, as the
+in-process evaluator does. Populations that are not seeded (GA, ES-ENAS) send their shards'
+parameter vectors instead. Workers send back :class:`Rollouts`.
 
 :class:`Pool` hands out shards from a queue (several per worker, so a slow worker does not
 stall the evaluation) and restarts a worker that dies, giving its shard to the next free one.
