@@ -224,7 +224,7 @@ class Evaluator:
         seed: int | Sequence[int] = 0,
     ) -> Rollouts:
         """Play ``episodes`` episodes of every member of ``thetas`` (P, d), or of a
-        :class:`Population`, whose seeded members are rebuilt a chunk at a time.
+        :class:`Population`, whose seeded or built members are made a chunk at a time.
 
         Episode ``e`` of member ``i`` starts from ``reset(seed=seed + e)``, or from
         ``reset(seed=seed[i] + e)`` when ``seed`` gives one base seed per member.
