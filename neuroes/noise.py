@@ -9,6 +9,7 @@ Normal at a member depends only on the member's noise (:func:`log_prob`).
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass
 
 import torch
@@ -20,15 +21,19 @@ its gather and its use."""
 
 
 _TABLES: dict[tuple[int, int], Tensor] = {}  # (size, seed) -> values, the newest two
+_BUILDING = threading.Lock()  # evaluator threads may read a table first
 
 
 def _table_values(size: int, seed: int) -> Tensor:
-    """The values of a table, built once per process in shared memory (see ``adopt``)."""
-    if (size, seed) not in _TABLES:
-        values = torch.empty(size).share_memory_()
-        values.normal_(generator=torch.Generator().manual_seed(seed))  # the values of randn
-        _keep(size, seed, values)
-    return _TABLES[size, seed]
+    """The values of a table, built once per process (see ``adopt`` and ``shared``)."""
+    values = _TABLES.get((size, seed))
+    if values is None:
+        with _BUILDING:
+            values = _TABLES.get((size, seed))
+            if values is None:
+                values = torch.randn(size, generator=torch.Generator().manual_seed(seed))
+                _keep(size, seed, values)
+    return values
 
 
 def _keep(size: int, seed: int, values: Tensor) -> None:
@@ -42,7 +47,8 @@ class NoiseTable:
 
     A member's noise is the window of ``dim`` values starting at ``seed % (size - dim + 1)``,
     as in Salimans et al. (2017). The table is built lazily the first time it is read and
-    cached per process; local worker processes map the learner's copy (:meth:`adopt`).
+    cached per process; local worker processes map the learner's copy (:meth:`shared`,
+    :meth:`adopt`).
     """
 
     def __init__(self, size: int = 2**24, seed: int = 7) -> None:
@@ -55,8 +61,18 @@ class NoiseTable:
         return cls(max(2**20, 1 << (256 * dim - 1).bit_length()), seed)
 
     def values(self) -> Tensor:
-        """All the table's values, in shared memory: local workers receive them whole."""
+        """All the table's values."""
         return _table_values(self.size, self.seed)
+
+    def shared(self) -> Tensor | None:
+        """The table's values moved to shared memory, for local worker processes to map
+        (:meth:`adopt`); None when shared memory is too small for them (a container's
+        ``/dev/shm``): workers then build their own."""
+        values = self.values()
+        try:
+            return values if values.is_shared() else values.share_memory_()
+        except RuntimeError:
+            return None
 
     def adopt(self, values: Tensor) -> None:
         """Use ``values``, this table's values received from another process, in this one."""
@@ -119,6 +135,7 @@ class _NoiseLogProb(torch.autograd.Function):
     def forward(ctx, mu: Tensor, sigma: Tensor, draws: Draws) -> Tensor:
         dim = mu.numel()
         starts, inverse = torch.unique(draws.table.starts(draws.seeds, dim), return_inverse=True)
+        inverse = inverse.to(mu.device)
         signs = draws.signs.to(mu.device, mu.dtype)
         squares = _noise_products(draws.table, starts, dim, mu)  # |noise|^2
         ctx.draws, ctx.starts, ctx.inverse = draws, starts, inverse

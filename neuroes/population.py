@@ -10,9 +10,6 @@ from torch import Tensor
 from neuroes.distributions import Normal
 from neuroes.noise import NoiseTable
 
-CHECKED = 2**26
-"""Parameters built at a time to check built members for non-finite values (256 MB)."""
-
 
 class Population:
     """One generation's members: their vectors, or what builds them where they are evaluated.
@@ -45,6 +42,8 @@ class Population:
     ) -> None:
         if [thetas is not None, mu is not None, build is not None].count(True) != 1:
             raise ValueError("a population holds one of: thetas, mu and seeds, or build")
+        if build is not None and seeds is None and index is None:
+            raise ValueError("a built population needs its members' seeds or index")
         self.vectors, self.seeds, self.signs, self.topologies = thetas, seeds, signs, topologies
         self.mu, self.sigma, self.table = mu, sigma, table
         self.build = build
@@ -72,19 +71,17 @@ class Population:
         return normal.rebuild(self.seeds[start:stop], self.signs[start:stop], self.table, out)
 
     def non_finite_rows(self) -> list[int]:
-        """The members with a non-finite parameter (all of them when ``mu`` or ``sigma`` is
-        not finite: the noise table always is); built members are checked a chunk at a time."""
-        if self.seeded:
-            finite = bool(torch.isfinite(self.mu).all() and torch.isfinite(self.sigma).all())
-            return [] if finite else list(range(len(self)))
-        if not len(self):
+        """The members with a non-finite parameter. Seeded: all of them unless ``mu`` and
+        ``mu`` + 8 ``sigma`` are finite (noise beyond 8 standard deviations does not occur in a
+        table). Built members are not checked: building them twice would double a
+        generation's cost, and they come from vectors the algorithm keeps (the GA's parents)."""
+        if self.build is not None:
             return []
-        step = max(1, CHECKED // max(1, self.rows(0, 1).shape[1]))
-        return [
-            start + int(row)
-            for start in range(0, len(self), step)
-            for row in (~torch.isfinite(self.rows(start, start + step)).all(1)).nonzero()
-        ]
+        if not self.seeded:
+            return (~torch.isfinite(self.vectors).all(1)).nonzero().flatten().tolist()
+        reach = self.mu.abs().max() + 8 * self.sigma.abs().max() if self.mu.numel() else 0.0
+        finite = bool(torch.isfinite(self.mu).all() and torch.isfinite(torch.as_tensor(reach)))
+        return [] if finite else list(range(len(self)))
 
     def __len__(self) -> int:
         if self.vectors is not None:

@@ -94,7 +94,8 @@ class Run:
             config.env_id, policy, device=config.device, threads=config.threads,
             descriptor=descriptor,
         )  # fmt: skip
-        self.backend = make_backend(spec, normalizer, config.workers, config.ray)
+        table = getattr(self.algorithm, "table", None)  # the noise table, shared with workers
+        self.backend = make_backend(spec, normalizer, config.workers, config.ray, table)
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
         self.monitor = Monitor(

@@ -5,7 +5,7 @@ no copies and no messages. :class:`LocalWorkers` runs ``--workers N`` processes,
 own environments and evaluator, fed shards by :class:`neuroes.shards.Pool` through a pipe.
 They are forked from multiprocessing's fork server, which imports neuroes (torch, gymnasium)
 once, so a worker starts in a fraction of a second and inherits nothing of the learner's
-state; it maps the learner's noise table from shared memory instead of building its own.
+state; it maps the algorithm's noise table from shared memory instead of building its own.
 ``--ray`` picks :class:`neuroes.distributed.RayWorkers`.
 """
 
@@ -24,7 +24,7 @@ import cloudpickle
 import numpy as np
 import torch
 
-from neuroes.agents import ObservationNormalizer, num_params
+from neuroes.agents import ObservationNormalizer
 from neuroes.noise import NoiseTable
 from neuroes.population import Population
 from neuroes.rollout import Rollouts
@@ -58,7 +58,9 @@ def encode(message: tuple) -> bytes:
     return pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
 
 
-def _serve(spec: bytes, conn: Connection, table: NoiseTable, values: torch.Tensor) -> None:
+def _serve(
+    spec: bytes, conn: Connection, table: NoiseTable | None, values: torch.Tensor | None
+) -> None:
     """A worker process: build the evaluator once, then evaluate shards until the pipe closes.
 
     Messages in: ``("publish", Broadcast)`` and ``("shard", Shard)``; out: ``("ready", pid)``,
@@ -67,7 +69,8 @@ def _serve(spec: bytes, conn: Connection, table: NoiseTable, values: torch.Tenso
     most of a second and has nothing to save.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    table.adopt(values)  # the learner's noise table, mapped rather than built again
+    if values is not None:
+        table.adopt(values)  # the learner's noise table, mapped rather than built again
     try:
         worker = ShardEvaluator(cloudpickle.loads(spec))
         conn.send_bytes(encode(("ready", os.getpid())))
@@ -99,11 +102,12 @@ class LocalWorkers(Pool):
         normalizer: ObservationNormalizer | None,
         workers: int,
         shards_per_worker: int = 4,
+        table: NoiseTable | None = None,
     ) -> None:
         self.context = multiprocessing.get_context("forkserver")
         self.context.set_forkserver_preload(["neuroes.shards"])  # torch, gymnasium: imported once
         self.spec = cloudpickle.dumps(spec)
-        self.table = NoiseTable.for_dim(num_params(spec.policy))  # the algorithms' table
+        self.table = (table, None if table is None else table.shared())  # and its shared values
         self.processes: dict[int, multiprocessing.process.BaseProcess] = {}
         self.conns: dict[int, Connection] = {}
         self.published: dict[int, int] = {}  # slot -> the job whose broadcast it holds
@@ -114,7 +118,7 @@ class LocalWorkers(Pool):
         ours, theirs = self.context.Pipe()
         process = self.context.Process(
             target=_serve,
-            args=(self.spec, theirs, self.table, self.table.values()),
+            args=(self.spec, theirs, *self.table),
             name=f"neuroes-worker-{slot}",
             daemon=True,
         )
@@ -179,10 +183,11 @@ def make_backend(
     normalizer: ObservationNormalizer | None,
     workers: int = 1,
     ray: str | None = None,
+    table: NoiseTable | None = None,
 ) -> Backend:
     """Ray actors when ``ray`` names a cluster ("auto" or an address), else ``workers`` local
     processes, else (one worker) this process. With Ray, ``workers`` 1 means one actor per CPU
-    of the cluster."""
+    of the cluster. Local processes map ``table``, the algorithm's noise table, if given."""
     if ray is not None:
         try:
             from neuroes.distributed import RayWorkers
@@ -196,5 +201,5 @@ def make_backend(
         log.warning("--workers %d is more than the %d cores here; using %d", workers, cores, cores)
         workers = cores
     if workers > 1:
-        return LocalWorkers(spec, normalizer, workers)
+        return LocalWorkers(spec, normalizer, workers, table=table)
     return InProcess(spec, normalizer)

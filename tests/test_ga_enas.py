@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -254,3 +255,13 @@ def test_checkpoint_loads_and_plays_the_saved_policy(short_run) -> None:
     returns, _ = render.play(agent, 1, seed=11)
     evaluator = Evaluator("CartPole-v1", agent.policy, normalizer=agent.normalizer)
     assert returns[0] == evaluator.evaluate(expected.unsqueeze(0), 1, None, 11).returns[0]
+
+
+def test_first_generation_members_build_the_same_on_evaluator_threads() -> None:
+    """Initializations seed torch's global generator; shards built on threads must not mix."""
+    options = {"parents": 4, "elite_candidates": 3, "elite_episodes": 0}
+    population = make_algorithm("ga", Setup(_policy(), popsize=40, sigma=0.1), options).ask()
+    expected = population.thetas
+    with ThreadPoolExecutor(4) as pool:
+        parts = list(pool.map(lambda k: population.rows(10 * k, 10 * k + 10), range(4)))
+    assert torch.equal(torch.cat(parts), expected)

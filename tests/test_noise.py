@@ -9,6 +9,8 @@ path in float32 would also lose digits in ``(x - mu) / sigma`` when ``|mu|`` >> 
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import pytest
 import torch
@@ -129,7 +131,15 @@ def test_a_table_adopts_values_received_from_another_process() -> None:
     assert torch.equal(table.noise(torch.tensor([5]), 3), torch.tensor([[5.0, 6.0, 7.0]]))
     with pytest.raises(ValueError, match="a table of 65536 values"):
         table.adopt(torch.zeros(10))
-    fresh = NoiseTable(2**16, seed=98).values()  # built here: shared memory, the values of randn
-    assert fresh.is_shared() and torch.equal(
-        fresh, torch.randn(2**16, generator=torch.Generator().manual_seed(98))
-    )
+    fresh = NoiseTable(2**16, seed=98)  # built here: the values of randn, private until shared
+    expected = torch.randn(2**16, generator=torch.Generator().manual_seed(98))
+    assert torch.equal(fresh.values(), expected) and not fresh.values().is_shared()
+    shared = fresh.shared()
+    assert shared.is_shared() and shared.data_ptr() == fresh.values().data_ptr()
+
+
+def test_a_table_is_built_once_when_threads_read_it_first() -> None:
+    table = NoiseTable(2**22, seed=1234)
+    with ThreadPoolExecutor(4) as pool:
+        values = list(pool.map(lambda _: table.values(), range(4)))
+    assert all(value is values[0] for value in values)

@@ -52,7 +52,7 @@ BAD = [
     (["Nope-v0"], 2, "unknown environment 'Nope-v0'"),
     (["CartPole-v1", "--popsize", "0"], 2, "popsize must be a positive number"),
     (["CartPole-v1", "--popsize", "7"], 2, "popsize must be even"),
-    (["CartPole-v1", "--popsize", "100000000"], 2, "GiB for the population's vectors"),
+    (["CartPole-v1", "--popsize", "100000000"], 2, "GiB for the population's vectors and state"),
     (["CartPole-v1", "--lr", "inf"], 2, "lr must be a positive number, got inf"),
     (["CartPole-v1", "--lr", "nan"], 2, "lr must be a positive number, got nan"),
     (["CartPole-v1", "--weight-decay", "nan"], 2, "weight_decay must be a finite number"),

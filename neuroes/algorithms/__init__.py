@@ -11,7 +11,7 @@ import dataclasses
 from typing import Any
 
 from neuroes.algorithms.ars import ARS
-from neuroes.algorithms.base import Algorithm, Setup
+from neuroes.algorithms.base import COPIES, Algorithm, Setup
 from neuroes.algorithms.cmaes import CMA, SepCMA
 from neuroes.algorithms.enas import ENAS
 from neuroes.algorithms.evolvability import MaxEnt, MaxVar
@@ -68,8 +68,11 @@ def options_of(name: str, values: dict[str, Any]) -> Any:
 
 
 def make_algorithm(name: str, setup: Setup, options: dict[str, Any] | None = None) -> Algorithm:
-    """Algorithm ``name`` built from ``setup`` and its ``options`` (missing ones: defaults)."""
-    return algorithm(name).build(setup, options_of(name, options or {}))
+    """Algorithm ``name`` built from ``setup`` and its ``options`` (missing ones: defaults);
+    a ValueError when its population cannot fit in memory (``population_copies``)."""
+    cls = algorithm(name)
+    setup.require_memory(getattr(cls, "population_copies", COPIES))
+    return cls.build(setup, options_of(name, options or {}))
 
 
 __all__ = [

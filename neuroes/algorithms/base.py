@@ -25,6 +25,7 @@ from neuroes.population import Population
 from neuroes.rollout import Rollouts
 
 COPIES = 4  # float32 copies of the population's vectors alive at once: sample, rows, shards
+PER_MEMBER = 2**12  # bytes per member besides its vector: environments, rollouts, seeds
 Evaluate = Callable[[Tensor, int, int], Rollouts]
 """``evaluate(thetas, episodes, seed)``: rollouts of the vectors ``thetas`` (P, d) over
 ``episodes`` episodes each, episode ``e`` starting from ``reset(seed=seed + e)``."""
@@ -50,14 +51,16 @@ class Setup:
     seed: int = 0
     evaluate: Evaluate | None = None
 
-    def __post_init__(self) -> None:
-        """A population that cannot fit in memory is refused with the estimate."""
-        need = COPIES * self.popsize * num_params(self.policy) * 4
+    def require_memory(self, copies: int) -> None:
+        """Refuse, with the estimate, a population whose ``copies`` float32 copies of its
+        vectors and per-member state cannot fit in this machine's memory."""
+        dim = num_params(self.policy)
+        need = self.popsize * (copies * dim * 4 + PER_MEMBER)
         have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
         if need > have:
             raise ValueError(
-                f"popsize {self.popsize} with {num_params(self.policy)} parameters needs about "
-                f"{need / 2**30:.1f} GiB for the population's vectors; this machine has "
+                f"popsize {self.popsize} with {dim} parameters needs about {need / 2**30:.1f} "
+                f"GiB for the population's vectors and state; this machine has "
                 f"{have / 2**30:.1f} GiB"
             )
 
@@ -66,7 +69,9 @@ class Algorithm(Protocol):
     """What the trainer needs of an algorithm; every entry of ``ALGORITHMS`` meets it.
 
     An algorithm that keeps behaviors of its own (novelty search's archive) may expose them as
-    ``archive`` (a, k): the trainer draws them behind the population's final positions.
+    ``archive`` (a, k): the trainer draws them behind the population's final positions. One
+    whose populations are not ``COPIES`` matrices of vectors sets ``population_copies`` (the
+    Gaussian algorithms: 0, their members are seeds), which sizes the memory check.
     """
 
     Options: ClassVar[type]

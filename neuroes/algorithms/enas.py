@@ -29,7 +29,7 @@ from torch import Tensor
 
 from neuroes.agents import get_flat
 from neuroes.agents.masked import SPACES, SearchSpace, make_space
-from neuroes.algorithms.base import Results, Setup, option, require_positive
+from neuroes.algorithms.base import COPIES, Results, Setup, option, require_positive
 from neuroes.algorithms.gaussian import IsotropicOptions
 from neuroes.algorithms.nes import NES
 from neuroes.distributions import Distribution, Joint, Normal
@@ -63,6 +63,7 @@ class ENAS(NES):
     """
 
     Options = ENASOptions
+    population_copies = COPIES  # its members' vectors (weights under topologies)
 
     def __init__(
         self, mu: Tensor, *args, space: SearchSpace, controller_lr: float = 0.1, **kwargs

@@ -30,6 +30,7 @@ are cached: ``docs/design.md``.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -43,6 +44,7 @@ from neuroes.noise import NoiseTable
 from neuroes.population import Population
 
 Genome = tuple
+INITIALIZING = threading.Lock()
 Initialize = Callable[[int], Tensor]
 """``initialize(seed)``: a freshly initialized parameter vector (d,), the same for the same seed."""
 
@@ -109,7 +111,10 @@ class Brood:
 
     def __call__(self, members: Tensor) -> Tensor:
         if self.sources is None:
-            return torch.stack([self.initialize(int(s)).float() for s in self.mutation[members]])
+            with INITIALIZING:  # initialize seeds torch's global generator; shards are threads
+                return torch.stack(
+                    [self.initialize(int(s)).float() for s in self.mutation[members]]
+                )
         vectors = self.sources[self.source[members]]
         mutated = self.mutated[members]
         if mutated.any():
@@ -170,6 +175,7 @@ class GeneticAlgorithm:
         self.has_elite = False
 
     Options = GAOptions
+    population_copies = 1  # the shards' vectors, when sent to worker processes
 
     @classmethod
     def build(cls, setup: Setup, options: GAOptions) -> GeneticAlgorithm:

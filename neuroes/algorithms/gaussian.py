@@ -100,6 +100,7 @@ class GaussianES:
 
     Options = IsotropicOptions
     default_optimizer = "adam"
+    population_copies = 0  # members are seeds, built a chunk at a time where evaluated
 
     def __init__(
         self,
