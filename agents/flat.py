@@ -39,17 +39,18 @@ def aligned_rows(x: Tensor) -> Tensor:
     does, else a view of a zero-padded copy."""
     if _rows_aligned(x):
         return x
-    step = ALIGNMENT // x.element_size()
     row = x[0].numel()
-    padded = x.new_zeros(len(x), -(-row // step) * step)
-    padded[:, :row] = x.reshape(len(x), row)
-    return padded[:, :row].unflatten(1, x.shape[1:])
+    padded = aligned_empty(len(x), row, x.dtype, x.device)
+    padded.copy_(x.reshape(len(x), row))
+    return padded.unflatten(1, x.shape[1:])
 
 
-def aligned_empty(rows: int, size: int) -> Tensor:
-    """A float32 ``(rows, size)`` tensor in the aligned layout of :func:`aligned_rows`."""
-    step = ALIGNMENT // 4
-    return torch.zeros(rows, -(-size // step) * step)[:, :size]
+def aligned_empty(
+    rows: int, size: int, dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu"
+) -> Tensor:
+    """A zeroed ``(rows, size)`` tensor in the aligned layout of :func:`aligned_rows`."""
+    step = ALIGNMENT // torch.empty((), dtype=dtype).element_size()
+    return torch.zeros(rows, -(-size // step) * step, dtype=dtype, device=device)[:, :size]
 
 
 def num_params(module: nn.Module) -> int:
