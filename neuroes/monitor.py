@@ -39,6 +39,15 @@ def _wandb_run(project: str, run_dir: Path, config: dict):
     )  # fmt: skip
 
 
+def _wandb_flush() -> None:
+    """Wait for W&B to write what was logged: ``finish`` alone returns before an offline run's
+    file is complete. The service is stopped only when no other run of this process is live."""
+    import wandb
+
+    if wandb.run is None:
+        wandb.teardown()
+
+
 def _lines(path: Path) -> list[str]:
     return path.read_text().splitlines(keepends=True) if path.is_file() else []
 
@@ -120,3 +129,4 @@ class Monitor:
         self.writer.close()
         if self.wandb is not None:
             self.wandb.finish()
+            _wandb_flush()
