@@ -128,6 +128,21 @@ def final_positions(run_dir: Path, samples: int) -> np.ndarray:
     )  # fmt: skip
 
 
+def finished_run(config: Config) -> tuple[int, float] | None:
+    """(generations, wall time) of a finished run of ``config`` already in its folder, or None."""
+    folder = Path(config.logdir)
+    try:
+        saved = Config.from_dict(json.loads((folder / "config.json").read_text()))
+        last = json.loads((folder / "metrics.jsonl").read_text().splitlines()[-1])
+    except (OSError, ValueError, IndexError):
+        return None
+    same = saved.updated(logdir=config.logdir).resolved() == config.resolved()  # the path as given
+    done = last["generation"] >= config.generations or last["time/wall"] >= (
+        config.time_limit or math.inf
+    )
+    return (last["generation"], last["time/wall"]) if done and same else None
+
+
 def median_distances(run_dir: Path) -> tuple[list[int], list[float]]:
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     rows = [row for row in rows if "behavior/distance_median" in row]
@@ -141,6 +156,10 @@ def main(argv: list[str] | None = None) -> int:
     cli.add_argument("--generations", type=int, help="override the protocol's generations")
     cli.add_argument("--samples", type=int, default=1000, help="members drawn per distribution")
     cli.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    cli.add_argument(
+        "--reuse", action="store_true",
+        help="read runs that finished in --out/runs with the same settings instead of retraining",
+    )  # fmt: skip
     args = cli.parse_args(argv)
     protocol = dict(PROTOCOLS[args.protocol])
     if args.generations:
@@ -163,8 +182,15 @@ def main(argv: list[str] | None = None) -> int:
     for algo in ALGORITHMS:
         per_seed = []
         for seed in args.seeds:
-            summary = train(config(algo, seed))
-            positions = final_positions(summary.run_dir, args.samples)
+            settings = config(algo, seed)
+            done = finished_run(settings) if args.reuse else None
+            reused = done is not None
+            if not reused:
+                summary = train(settings)
+                done = summary.generations, summary.wall_time
+            generations, wall_time = done
+            run_dir = Path(settings.logdir)
+            positions = final_positions(run_dir, args.samples)
             reach = distances(positions)
             per_seed.append(
                 (np.median(reach), np.percentile(reach, 90), coverage(positions, radius))
@@ -172,11 +198,11 @@ def main(argv: list[str] | None = None) -> int:
             median, p90, sectors = per_seed[-1]
             print(
                 f"{algo:7s} seed {seed}: median distance {median:.3f}, 90th percentile "
-                f"{p90:.3f}, {sectors}/{SECTORS} sectors beyond R ({summary.generations} "
-                f"generations, {summary.wall_time:.0f} s)"
+                f"{p90:.3f}, {sectors}/{SECTORS} sectors beyond R ({generations} "
+                f"generations, {wall_time:.0f} s{', reused' if reused else ''})"
             )
             if seed == args.seeds[0]:
-                shown[algo], curves[algo] = positions, median_distances(summary.run_dir)
+                shown[algo], curves[algo] = positions, median_distances(run_dir)
         rows.append((algo, *zip(*per_seed, strict=True)))
     print(f"\n| algorithm | median distance | 90th percentile | sectors beyond R = {radius:.3f} |")
     print("|---|---|---|---|")
