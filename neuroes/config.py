@@ -77,11 +77,16 @@ class Config:
     scatter_every: int = _help("plot the population's final positions every this many gens", 10)
     device: str = _help("device of the policy forward: cpu or cuda", "cpu")
     workers: int = _help(
-        "evaluate in this many local processes (1: in this process); with --ray, this many "
-        "actors (1: one per cluster CPU)",
+        "evaluate in this many local processes (1: in this process); with --ray, at most this "
+        "many actors (1: one per cluster CPU, following the cluster as nodes join and leave)",
         1,
     )
     ray: str | None = _help('evaluate on Ray actors: "auto" or a cluster address (extra [ray])')
+    shard_timeout: float | None = _help(
+        "seconds a worker may take on a shard before the shard goes to another worker and the "
+        "worker is replaced; three misses stop the run (default: 10x the shard's expected time "
+        "from recent shards, at least 10 s)"
+    )
     threads: int | None = _help(
         "threads of each evaluator (in this process, or in each worker), each playing a shard "
         "of the population (default: every core in this process for MuJoCo, where the simulator "
@@ -147,8 +152,10 @@ class Config:
             raise ValueError(f"threads must be a positive integer, got {config.threads}")
         if config.max_steps is not None and config.max_steps < 1:
             raise ValueError(f"max_steps must be positive, got {config.max_steps}")
-        if config.time_limit is not None and not config.time_limit > 0:
-            raise ValueError(f"time_limit must be positive, got {config.time_limit}")
+        for name in ("time_limit", "shard_timeout"):
+            value = getattr(config, name)
+            if value is not None and not 0 < value < math.inf:
+                raise ValueError(f"{name} must be a positive number of seconds, got {value}")
         if config.target_return is not None and math.isnan(config.target_return):
             raise ValueError("target_return must be a number, got nan")
         _check_device(config.device)

@@ -84,10 +84,12 @@ def _reason(error: Exception) -> str:
 
 
 class RayWorkers(Pool):
-    """``workers`` Ray actors (default: one per CPU of the cluster).
+    """One Ray actor per CPU of the cluster, at most ``workers`` (None: no cap).
 
-    Connects with ``ray.init(address)`` unless Ray is already initialized in this process, and
-    shuts Ray down on :meth:`close` only if it connected.
+    The actors follow the cluster: at every evaluation actors are started on CPUs that joined,
+    and an actor lost with its node is replaced only while the cluster has a CPU for it (its
+    shard is re-run either way). Connects with ``ray.init(address)`` unless Ray is already
+    initialized in this process, and shuts Ray down on :meth:`close` only if it connected.
     """
 
     def __init__(
@@ -97,6 +99,7 @@ class RayWorkers(Pool):
         workers: int | None = None,
         address: str | None = "auto",
         shards_per_worker: int = 4,
+        shard_timeout: float | None = None,
     ) -> None:
         self.connected = not ray.is_initialized()
         if self.connected:
@@ -104,14 +107,18 @@ class RayWorkers(Pool):
         self.spec = cloudpickle.dumps(spec)
         self.actors: dict[int, ray.actor.ActorHandle] = {}
         self.pending: dict[ray.ObjectRef, int] = {}  # outstanding call -> slot
-        workers = workers or int(ray.cluster_resources().get("CPU", 1))
-        super().__init__(workers, normalizer, shards_per_worker)
+        super().__init__(spec, workers or sys.maxsize, normalizer, shards_per_worker, shard_timeout)
+
+    def _target(self) -> int:
+        return min(self.workers, int(ray.cluster_resources().get("CPU", 1)))
 
     def _start(self, slot: int) -> None:
-        if slot in self.actors:
-            ray.kill(self.actors[slot])
         self.actors[slot] = _Worker.remote(self.spec)
         self.pending[self.actors[slot].ready.remote()] = slot
+
+    def _stop(self, slot: int) -> None:
+        ray.kill(self.actors.pop(slot))
+        self.pending = {call: owner for call, owner in self.pending.items() if owner != slot}
 
     def _publish(self, broadcast: Broadcast) -> None:
         self.broadcast = [ray.put(broadcast)]
@@ -120,8 +127,9 @@ class RayWorkers(Pool):
         call = self.actors[slot].evaluate.remote(self.job, self.broadcast, shard)
         self.pending[call] = slot
 
-    def _wait(self) -> list[tuple[int, str, object]]:
-        ray.wait(list(self.pending), num_returns=1)
+    def _wait(self, timeout: float | None) -> list[tuple[int, str, object]]:
+        if not ray.wait(list(self.pending), num_returns=1, timeout=timeout)[0]:
+            return []
         done, _ = ray.wait(list(self.pending), num_returns=len(self.pending), timeout=0)
         events = []
         for call in done:

@@ -20,8 +20,11 @@ Its subclasses move the bytes: :class:`neuroes.workers.LocalWorkers` (local proc
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
+import statistics
+import time
 from collections import Counter, deque
 from dataclasses import dataclass
 from typing import Protocol
@@ -38,10 +41,18 @@ from neuroes.rollout import EnvSource, Evaluator, RolloutError, Rollouts
 log = logging.getLogger(__name__)
 
 MAX_KILLS = 3  # a shard that takes down this many workers in one evaluation is abandoned
+MAX_TIMEOUTS = 3  # a shard that misses this many deadlines in one evaluation is abandoned
+TIMEOUT_FACTOR = 10.0  # a shard's deadline: this many times its expected time,
+TIMEOUT_FLOOR = 10.0  # and at least this many seconds
+TIMEOUT_WINDOW = 64  # the expected time comes from this many recent shards
 
 
 class WorkerError(RuntimeError):
     """A worker failed outside the environment: it could not start, or kept dying."""
+
+
+class ShardTimeout(WorkerError):
+    """A shard missed its deadline ``MAX_TIMEOUTS`` times in one evaluation."""
 
 
 class Backend(Protocol):
@@ -51,6 +62,10 @@ class Backend(Protocol):
         self, population: Population, seeds: np.ndarray, episodes: int, max_steps: int | None
     ) -> Rollouts:
         """Rollouts of every row of ``population``; row ``i`` starts from ``seeds[i] + e``."""
+        ...
+
+    def scalars(self) -> dict[str, float]:
+        """``time/`` scalars of the workers since the last call (none in process)."""
         ...
 
     def close(self) -> None:
@@ -70,6 +85,13 @@ class WorkerSpec:
     device: str = "cpu"
     threads: int | None = None
     descriptor: Descriptor | str | None = "auto"
+
+    @property
+    def env_name(self) -> str:
+        """The environment's id, or its factory's name."""
+        if isinstance(self.env, str):
+            return self.env
+        return getattr(self.env, "__qualname__", type(self.env).__name__)
 
     def evaluator(
         self, normalizer: ObservationNormalizer | None = None, threads: int | None = None
@@ -138,6 +160,17 @@ def split(
     return broadcast, shards
 
 
+@dataclass
+class _InFlight:
+    """A shard given to a worker: of which evaluation, which shard, sent when, with how many
+    seconds to answer (None: no deadline)."""
+
+    job: int
+    index: int
+    sent: float
+    limit: float | None
+
+
 class ShardEvaluator:
     """The worker side: an evaluator built once, evaluating shards of the published evaluation.
 
@@ -183,86 +216,200 @@ class ShardEvaluator:
 
 
 class Pool:
-    """Hands shards to ``workers`` workers from a queue, ``shards_per_worker`` shards each.
+    """Hands shards to up to ``workers`` workers from a queue, ``shards_per_worker`` shards each.
 
     An evaluation of P rows is cut into shards of ``ceil(P / (workers * shards_per_worker))``
     rows: small enough that a slow worker takes fewer of them, large enough that each shard
-    still batches its members' policy forward. Subclasses implement the transport and
-    :meth:`close`: ``_start(slot)`` starts a worker, which reports
-    ``"ready"`` when it can take shards; ``_publish(broadcast)`` makes a broadcast available
-    to all workers; ``_send(slot, shard)`` gives a ready worker a shard; ``_wait()`` blocks
-    until there are events ``(slot, kind, payload)``, with ``kind`` one of ``"ready"``,
-    ``"done"`` (payload: Rollouts), ``"failed"`` (an exception to raise) or ``"died"``
-    (a description). A worker that dies is restarted in its slot and its shard goes back to
-    the front of the queue.
+    still batches its members' policy forward. Which worker evaluates a shard, and how often,
+    never changes its result, so every recovery below keeps the evaluation bitwise.
+
+    Faults:
+
+    - a worker that dies is replaced and its shard goes back to the front of the queue; a shard
+      that takes down ``MAX_KILLS`` workers in one evaluation stops it (:class:`WorkerError`);
+    - a shard in flight past its deadline is handed to another worker and its worker is killed
+      and replaced; after ``MAX_TIMEOUTS`` deadlines the evaluation stops with
+      :class:`ShardTimeout`. The deadline is ``shard_timeout`` seconds when given; else
+      ``TIMEOUT_FACTOR`` times the shard's expected time, from the median time per row and
+      episode of the last ``TIMEOUT_WINDOW`` shards, at least ``TIMEOUT_FLOOR`` seconds,
+      doubled at each retry of the same shard (before any shard has finished, none);
+    - the number of workers follows :meth:`_target` at every evaluation (a Ray cluster's CPUs).
+
+    Subclasses implement the transport: ``_start(slot)`` starts a worker, which reports
+    ``"ready"`` when it can take shards; ``_stop(slot)`` kills it; ``_publish(broadcast)``
+    makes a broadcast available to all workers; ``_send(slot, shard)`` gives a ready worker a
+    shard; ``_wait(timeout)`` blocks until there are events ``(slot, kind, payload)`` or
+    ``timeout`` seconds pass, with ``kind`` one of ``"ready"``, ``"done"`` (payload:
+    Rollouts), ``"failed"`` (an exception to raise) or ``"died"`` (a description).
     """
 
     def __init__(
         self,
+        spec: WorkerSpec,
         workers: int,
         normalizer: ObservationNormalizer | None,
         shards_per_worker: int = 4,
+        shard_timeout: float | None = None,
     ) -> None:
         if workers < 1 or shards_per_worker < 1:
             raise ValueError(
                 f"workers and shards_per_worker must be positive, got {workers}, "
                 f"{shards_per_worker}"
             )
+        if shard_timeout is not None and not shard_timeout > 0:
+            raise ValueError(f"shard_timeout must be positive seconds, got {shard_timeout}")
         self.workers, self.shards_per_worker = workers, shards_per_worker
+        self.shard_timeout, self.env_name = shard_timeout, spec.env_name
         self.normalizer = normalizer
         self.job = 0  # counts evaluations; results of an abandoned one are dropped
+        self.slots = itertools.count()
+        self.live: set[int] = set()  # started and not stopped: starting, idle or busy
         self.idle: deque[int] = deque()
-        self.starting: set[int] = set(range(workers))
-        self.busy: dict[int, tuple[int, int]] = {}  # slot -> (job, shard index)
-        for slot in range(workers):
-            self._start(slot)
+        self.starting: set[int] = set()
+        self.busy: dict[int, _InFlight] = {}
+        self.row_seconds: deque[float] = deque(maxlen=TIMEOUT_WINDOW)
+        self.reruns = 0  # shards re-run since the last :meth:`scalars`
+        self.failed_starts = 0  # workers that died starting since one was last ready
+        self.ever_ready = False
+        self._resize()
+
+    def scalars(self) -> dict[str, float]:
+        """The workers now, and the shards re-run (lost or timed out) since the last call."""
+        scalars = {"time/workers": float(len(self.live)), "time/shards_rerun": float(self.reruns)}
+        self.reruns = 0
+        return scalars
 
     def evaluate(
         self, population: Population, seeds: np.ndarray, episodes: int, max_steps: int | None
     ) -> Rollouts:
         self.job += 1
-        shard_size = math.ceil(len(population) / (self.workers * self.shards_per_worker))
+        self._resize()
+        shard_size = math.ceil(len(population) / (len(self.live) * self.shards_per_worker))
         broadcast, shards = split(
             population, seeds, episodes, max_steps, self.normalizer, shard_size
         )
         self._publish(broadcast)
-        queue, results, kills = deque(range(len(shards))), {}, Counter()
+        queue, results, kills, timeouts = deque(range(len(shards))), {}, Counter(), Counter()
         while len(results) < len(shards):
             while queue and self.idle:
                 slot, index = self.idle.popleft(), queue.popleft()
-                self.busy[slot] = (self.job, index)
+                limit = self._deadline(len(shards[index]) * episodes, timeouts[index])
+                self.busy[slot] = _InFlight(self.job, index, time.monotonic(), limit)
                 self._send(slot, shards[index])
             failure = None
-            for slot, kind, payload in self._wait():
-                job, index = self.busy.pop(slot, (None, None))
+            for slot, kind, payload in self._wait(self._time_left()):
+                if slot not in self.live:  # stopped after its deadline: a late answer
+                    continue
+                flight = self.busy.pop(slot, None)
+                current = flight is not None and flight.job == self.job
                 if slot in self.starting and kind != "ready":
-                    raise WorkerError(f"worker {slot} could not start: {payload}")
+                    self._count_failed_start(slot, kind, payload)
                 if kind == "died":
-                    self.starting.add(slot)
-                    self._start(slot)
-                    if job == self.job:
-                        self._count_loss(shards[index], payload, kills)
-                        queue.appendleft(index)
+                    self._replace(slot)
+                    if current:
+                        self._count_loss(shards[flight.index], payload, kills)
+                        queue.appendleft(flight.index)
                     continue
                 self.idle.append(slot)
                 self.starting.discard(slot)
-                if job == self.job and kind == "done":
-                    results[index] = payload
-                elif job == self.job and kind == "failed":
+                if kind == "ready":
+                    self.ever_ready, self.failed_starts = True, 0
+                if current and kind == "done":
+                    results[flight.index] = payload
+                    seconds = time.monotonic() - flight.sent
+                    self.row_seconds.append(seconds / (len(shards[flight.index]) * episodes))
+                elif current and kind == "failed":
                     failure = failure or payload
             if failure is not None:
                 raise failure
+            for slot, flight in self._overdue():
+                self._replace(slot)
+                if flight.job == self.job:
+                    timeouts[flight.index] += 1
+                    self._count_timeout(shards[flight.index], flight.limit, timeouts[flight.index])
+                    queue.appendleft(flight.index)
         return Rollouts.concatenate([results[i] for i in range(len(shards))])
 
-    @staticmethod
-    def _count_loss(shard: Shard, why: str, kills: Counter) -> None:
-        rows = f"rows {shard.start}-{shard.start + len(shard) - 1}"
+    def _deadline(self, row_episodes: int, retries: int) -> float | None:
+        """Seconds a shard of ``row_episodes`` rows x episodes may take on its attempt
+        ``retries + 1``; None before anything was measured (and no ``shard_timeout``)."""
+        if self.shard_timeout is not None:
+            return self.shard_timeout
+        if not self.row_seconds:
+            return None
+        expected = statistics.median(self.row_seconds) * row_episodes
+        return max(TIMEOUT_FLOOR, TIMEOUT_FACTOR * expected) * 2**retries
+
+    def _time_left(self) -> float | None:
+        """Seconds until the first deadline of a shard in flight (None: none has one)."""
+        ends = [f.sent + f.limit for f in self.busy.values() if f.limit is not None]
+        return max(0.0, min(ends) - time.monotonic()) if ends else None
+
+    def _overdue(self) -> list[tuple[int, _InFlight]]:
+        now = time.monotonic()
+        return [
+            (slot, flight)
+            for slot, flight in list(self.busy.items())
+            if flight.limit is not None and now >= flight.sent + flight.limit
+        ]
+
+    def _replace(self, slot: int) -> None:
+        """Stop the worker in ``slot`` and forget it, then start workers up to the target."""
+        self._stop(slot)
+        self.live.discard(slot)
+        self.starting.discard(slot)
+        self.busy.pop(slot, None)
+        if slot in self.idle:
+            self.idle.remove(slot)
+        self._resize()
+
+    def _resize(self) -> None:
+        """Start workers until ``_target()`` are live (workers are never stopped to shrink)."""
+        while len(self.live) < max(1, self._target()):
+            slot = next(self.slots)
+            self.live.add(slot)
+            self.starting.add(slot)
+            self._start(slot)
+
+    def _target(self) -> int:
+        """How many workers to keep: ``workers``."""
+        return self.workers
+
+    def _rows(self, shard: Shard) -> str:
+        return f"members {shard.start}-{shard.start + len(shard) - 1} of {self.env_name}"
+
+    def _count_loss(self, shard: Shard, why: str, kills: Counter) -> None:
         kills[shard.start] += 1
+        self.reruns += 1
         if kills[shard.start] >= MAX_KILLS:
-            raise WorkerError(f"{rows} took down {MAX_KILLS} workers in one evaluation")
-        log.warning("a worker died (%s); %s go to another worker", why, rows)
+            raise WorkerError(
+                f"{self._rows(shard)} took down {MAX_KILLS} workers in one evaluation"
+            )
+        log.warning("a worker died (%s); %s go to another worker", why, self._rows(shard))
+
+    def _count_failed_start(self, slot: int, kind: str, payload: object) -> None:
+        """A worker that fails to build its evaluator, or dies starting before any worker
+        was ready or ``MAX_KILLS`` times in a row, is an error; else it is replaced."""
+        self.failed_starts += 1
+        if kind == "failed" or not self.ever_ready or self.failed_starts >= MAX_KILLS:
+            raise WorkerError(f"worker {slot} could not start: {payload}")
+
+    def _count_timeout(self, shard: Shard, limit: float, count: int) -> None:
+        self.reruns += 1
+        if count >= MAX_TIMEOUTS:
+            raise ShardTimeout(
+                f"{self._rows(shard)} timed out {count} times (the last deadline was "
+                f"{limit:.3g} s; set it with --shard-timeout)"
+            )
+        log.warning(
+            "%s timed out after %.3g s; they go to another worker, the stuck one is replaced",
+            self._rows(shard), limit,
+        )  # fmt: skip
 
     def _start(self, slot: int) -> None:
+        raise NotImplementedError
+
+    def _stop(self, slot: int) -> None:
         raise NotImplementedError
 
     def _publish(self, broadcast: Broadcast) -> None:
@@ -271,7 +418,7 @@ class Pool:
     def _send(self, slot: int, shard: Shard) -> None:
         raise NotImplementedError
 
-    def _wait(self) -> list[tuple[int, str, object]]:
+    def _wait(self, timeout: float | None) -> list[tuple[int, str, object]]:
         raise NotImplementedError
 
     def close(self) -> None:

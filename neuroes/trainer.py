@@ -47,7 +47,7 @@ TRAINING, EVALUATION, CONFIRMATION = range(3)
 
 RESUMABLE = frozenset(
     {"generations", "time_limit", "target_return", "confirm_episodes", "checkpoint_every",
-     "scatter_every", "workers", "ray", "threads", "device", "progress", "wandb"}
+     "scatter_every", "workers", "ray", "shard_timeout", "threads", "device", "progress", "wandb"}
 )  # fmt: skip
 """Config fields that a resumed run may change: they do not change what is computed."""
 
@@ -95,7 +95,9 @@ class Run:
             descriptor=descriptor,
         )  # fmt: skip
         table = getattr(self.algorithm, "table", None)  # the noise table, shared with workers
-        self.backend = make_backend(spec, normalizer, config.workers, config.ray, table)
+        self.backend = make_backend(
+            spec, normalizer, config.workers, config.ray, table, config.shard_timeout
+        )
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
         self.monitor = Monitor(
@@ -211,12 +213,16 @@ class Run:
         self.env_steps += rollouts.env_steps
         self.generation += 1
         self.wall_time += time.perf_counter() - tick
-        scalars |= rollout_scalars(rollouts) | {
-            "eval/return": self.eval_return,
-            "time/env_steps": self.env_steps,
-            "time/steps_per_second": rollouts.env_steps / (time.perf_counter() - tick),
-            "time/wall": self.wall_time,
-        }
+        scalars |= (
+            rollout_scalars(rollouts)
+            | {
+                "eval/return": self.eval_return,
+                "time/env_steps": self.env_steps,
+                "time/steps_per_second": rollouts.env_steps / (time.perf_counter() - tick),
+                "time/wall": self.wall_time,
+            }
+            | self.backend.scalars()
+        )
         if rollouts.behaviors.shape[1]:
             scalars |= behavior_scalars(rollouts.behaviors)
             if self.generation % config.scatter_every == 0 or self.solved:

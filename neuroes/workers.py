@@ -49,6 +49,9 @@ class InProcess:
     ) -> Rollouts:
         return self.evaluator.evaluate(population, episodes, max_steps, seeds)
 
+    def scalars(self) -> dict[str, float]:
+        return {}
+
     def close(self) -> None:
         pass
 
@@ -103,6 +106,7 @@ class LocalWorkers(Pool):
         workers: int,
         shards_per_worker: int = 4,
         table: NoiseTable | None = None,
+        shard_timeout: float | None = None,
     ) -> None:
         self.context = multiprocessing.get_context("forkserver")
         self.context.set_forkserver_preload(["neuroes.shards"])  # torch, gymnasium: imported once
@@ -112,7 +116,7 @@ class LocalWorkers(Pool):
         self.conns: dict[int, Connection] = {}
         self.published: dict[int, int] = {}  # slot -> the job whose broadcast it holds
         self.bytes_sent = self.bytes_received = 0
-        super().__init__(workers, normalizer, shards_per_worker)
+        super().__init__(spec, workers, normalizer, shards_per_worker, shard_timeout)
 
     def _start(self, slot: int) -> None:
         ours, theirs = self.context.Pipe()
@@ -125,7 +129,13 @@ class LocalWorkers(Pool):
         process.start()
         theirs.close()  # so that the worker's death reads as end-of-file here
         self.processes[slot], self.conns[slot] = process, ours
+
+    def _stop(self, slot: int) -> None:
+        process = self.processes.pop(slot)
+        self.conns.pop(slot).close()
         self.published.pop(slot, None)
+        process.kill()
+        process.join()
 
     def _publish(self, broadcast: Broadcast) -> None:
         self.broadcast = encode(("publish", broadcast))
@@ -143,8 +153,8 @@ class LocalWorkers(Pool):
         self.conns[slot].send_bytes(message)
         self.bytes_sent += len(message)
 
-    def _wait(self) -> list[tuple[int, str, object]]:
-        ready = wait(list(self.conns.values()))
+    def _wait(self, timeout: float | None) -> list[tuple[int, str, object]]:
+        ready = wait(list(self.conns.values()), timeout)
         events = []
         for slot, conn in list(self.conns.items()):
             if conn not in ready:
@@ -152,7 +162,6 @@ class LocalWorkers(Pool):
             try:
                 message = conn.recv_bytes()
             except (EOFError, OSError):
-                conn.close()
                 process = self.processes[slot]
                 process.join(timeout=5)
                 why = f"exit code {process.exitcode}"
@@ -184,10 +193,12 @@ def make_backend(
     workers: int = 1,
     ray: str | None = None,
     table: NoiseTable | None = None,
+    shard_timeout: float | None = None,
 ) -> Backend:
     """Ray actors when ``ray`` names a cluster ("auto" or an address), else ``workers`` local
-    processes, else (one worker) this process. With Ray, ``workers`` 1 means one actor per CPU
-    of the cluster. Local processes map ``table``, the algorithm's noise table, if given."""
+    processes, else (one worker) this process. With Ray, ``workers`` caps the actors, one per
+    CPU of the cluster (1: no cap). Local processes map ``table``, the algorithm's noise table,
+    if given. ``shard_timeout``: see :class:`neuroes.shards.Pool`."""
     if ray is not None:
         try:
             from neuroes.distributed import RayWorkers
@@ -195,11 +206,12 @@ def make_backend(
             if error.name != "ray":
                 raise
             raise ValueError('--ray needs Ray: pip install "neuroes[ray]"') from None
-        return RayWorkers(spec, normalizer, workers if workers > 1 else None, ray)
+        cap = workers if workers > 1 else None
+        return RayWorkers(spec, normalizer, cap, ray, shard_timeout=shard_timeout)
     cores = os.cpu_count() or 1
     if workers > cores:
         log.warning("--workers %d is more than the %d cores here; using %d", workers, cores, cores)
         workers = cores
     if workers > 1:
-        return LocalWorkers(spec, normalizer, workers, table=table)
+        return LocalWorkers(spec, normalizer, workers, table=table, shard_timeout=shard_timeout)
     return InProcess(spec, normalizer)

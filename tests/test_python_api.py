@@ -99,9 +99,12 @@ def test_seeds_make_sibling_runs_and_a_table(tmp_path) -> None:
     assert [line.split()[0] for line in lines[1:4]] == ["0", "1", "2"]
     assert lines[-2].startswith("final: median") and lines[-1].startswith("best: median")
     for seed in range(3):
-        assert Config.from_dict(
-            checkpoint.read(logdir / f"seed-{seed}" / "checkpoint.pt")["config"]
-        ).seed == seed
+        assert (
+            Config.from_dict(
+                checkpoint.read(logdir / f"seed-{seed}" / "checkpoint.pt")["config"]
+            ).seed
+            == seed
+        )
 
 
 def test_importing_neuroes_registers_its_environments() -> None:

@@ -1,0 +1,308 @@
+"""Faults of the workers: shards that hang, workers killed at random, a learner interrupted.
+
+Every recovery must keep the evaluation bitwise equal to the in-process one; every failure
+that cannot be recovered must stop with one line naming the members and the environment.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+from neuroes import checkpoint, shards
+from neuroes.agents import get_flat, make_policy
+from neuroes.algorithms import NES
+from neuroes.shards import ShardTimeout, WorkerSpec
+from neuroes.trainer import EVALUATION, stream_seed
+from neuroes.workers import InProcess, LocalWorkers
+
+FIELDS = ("returns", "lengths", "behaviors", "steps", "observation_sum", "observation_sum_sq")
+HUNG = 1000  # the episode seed whose reset hangs
+TIMEOUT = 3.0  # seconds, the shard deadline of these tests, set once the workers are warm
+
+
+def assert_same(a, b) -> None:
+    for name in FIELDS:
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
+
+
+def _hanging_pendulum(folder: str, once: bool):
+    """A Pendulum factory whose reset with seed ``HUNG`` sleeps for ten minutes: only the first
+    time anywhere (the file ``hung`` in ``folder`` is created exclusively) if ``once``."""
+
+    class Hang(gym.Wrapper):
+        def reset(self, *, seed=None, options=None):
+            if seed == HUNG:
+                try:
+                    os.close(os.open(os.path.join(folder, "hung"), os.O_CREAT | os.O_EXCL))
+                    first = True
+                except FileExistsError:
+                    first = False
+                if first or not once:
+                    time.sleep(600)
+            return super().reset(seed=seed, options=options)
+
+    return lambda: Hang(gym.make("Pendulum-v1"))
+
+
+def _spec(folder: Path, once: bool) -> WorkerSpec:
+    torch.manual_seed(0)
+    env = gym.make("Pendulum-v1")
+    policy = make_policy("mlp", env.observation_space, env.action_space, hidden=(16,))
+    return WorkerSpec(_hanging_pendulum(str(folder), once), policy)
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING)
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
+
+
+@pytest.fixture(params=["local", "ray"])
+def make_pool(request):
+    """Makes two-worker pools of the parametrized kind and closes them after the test."""
+    made = []
+
+    def make(spec: WorkerSpec):
+        """A pool with ``TIMEOUT`` once both workers have evaluated a shard: a worker's first
+        shard may take seconds on a loaded machine (imports, first forward)."""
+        if request.param == "ray":
+            request.getfixturevalue("ray_session")
+            from neuroes.distributed import RayWorkers
+
+            made.append(RayWorkers(spec, None, 2, shards_per_worker=2))
+        else:
+            made.append(LocalWorkers(spec, None, 2, shards_per_worker=2))
+        made[-1].evaluate(_population(spec), 1, 1, 30)
+        made[-1].shard_timeout = TIMEOUT
+        made[-1].scalars()
+        return made[-1]
+
+    yield make
+    for pool in made:
+        pool.close()
+
+
+def _population(spec: WorkerSpec, popsize: int = 16):
+    return NES(get_flat(spec.policy), 0.5, popsize=popsize, lr=0.1).ask()
+
+
+def test_a_shard_that_hangs_once_goes_to_another_worker_and_changes_nothing(
+    make_pool, tmp_path
+) -> None:
+    spec = _spec(tmp_path, once=True)
+    population, seeds = _population(spec), np.r_[[1] * 5, HUNG, [1] * 10]
+    pool = make_pool(spec)
+    tick = time.monotonic()
+    result = pool.evaluate(population, seeds, 1, 30)
+    assert time.monotonic() - tick < 2 * TIMEOUT + 20  # one deadline, one worker restarted
+    assert (tmp_path / "hung").exists()
+    assert_same(result, InProcess(spec, None).evaluate(population, seeds, 1, 30))
+    assert pool.scalars() == {"time/workers": 2.0, "time/shards_rerun": 1.0}
+
+
+def test_a_shard_that_always_hangs_stops_the_evaluation_with_one_line(make_pool, tmp_path) -> None:
+    spec = _spec(tmp_path, once=False)
+    population, seeds = _population(spec), np.r_[[1] * 5, HUNG, [1] * 10]
+    pool = make_pool(spec)
+    tick = time.monotonic()
+    with pytest.raises(ShardTimeout) as stopped:  # shards of 4 rows: row 5 is in 4-7
+        pool.evaluate(population, seeds, 1, 30)
+    assert time.monotonic() - tick < shards.MAX_TIMEOUTS * (TIMEOUT + 5) + 20
+    assert str(stopped.value).startswith(
+        f"members 4-7 of {spec.env_name} timed out 3 times (the last deadline was 3 s"
+    )
+    assert_same(
+        pool.evaluate(population, 1, 1, 30), InProcess(spec, None).evaluate(population, 1, 1, 30)
+    )
+
+
+def test_without_a_timeout_the_deadline_follows_the_measured_shard_times(
+    tmp_path, monkeypatch
+) -> None:
+    monkeypatch.setattr(shards, "TIMEOUT_FLOOR", 0.5)
+    spec = _spec(tmp_path, once=True)
+    population, seeds = _population(spec), np.r_[[1] * 5, HUNG, [1] * 10]
+    pool = LocalWorkers(spec, None, 2, shards_per_worker=2)
+    try:
+        assert pool._deadline(4, 0) is None  # nothing measured: no deadline
+        pool.evaluate(population, 1, 1, 30)
+        median = float(np.median(pool.row_seconds))
+        assert pool._deadline(4, 0) == max(0.5, shards.TIMEOUT_FACTOR * 4 * median)
+        assert pool._deadline(4, 2) == 4 * pool._deadline(4, 0)  # doubled at each retry
+        result = pool.evaluate(population, seeds, 1, 30)
+        assert_same(result, InProcess(spec, None).evaluate(population, seeds, 1, 30))
+        assert pool.scalars()["time/shards_rerun"] == 1
+    finally:
+        pool.close()
+
+
+def _kill_at_random(pids, stop: threading.Event, every: float) -> list[int]:
+    """Until ``stop``, SIGKILL one of ``pids()`` every ``every`` seconds; returns the killed."""
+    killed, rng = [], random.Random(0)
+    while not stop.wait(every):
+        alive = pids()
+        if alive:
+            killed.append(rng.choice(alive))
+            try:
+                os.kill(killed[-1], signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    return killed
+
+
+def test_fifteen_generations_with_workers_killed_at_random_end_where_one_process_ends(
+    tmp_path,
+) -> None:
+    spec = _spec(tmp_path, once=True)
+    algorithms = [NES(get_flat(spec.policy), 0.1, popsize=32, lr=0.05) for _ in range(2)]
+    pool = LocalWorkers(spec, None, 2)
+    stop, killed = threading.Event(), []
+    pids = lambda: [process.pid for process in list(pool.processes.values())]  # noqa: E731
+    killer = threading.Thread(target=lambda: killed.extend(_kill_at_random(pids, stop, 0.7)))
+    try:
+        killer.start()
+        for generation in range(15):
+            for algorithm, backend in zip(algorithms, (pool, InProcess(spec, None)), strict=True):
+                population = algorithm.ask()
+                algorithm.tell(population, backend.evaluate(population, generation, 1, 100))
+    finally:
+        stop.set()
+        killer.join()
+        pool.close()
+    assert len(killed) >= 3, "the run should have lost workers"
+    assert torch.equal(algorithms[0].mean, algorithms[1].mean)
+
+
+HANGING_MODULE = """
+import os
+import time
+
+import gymnasium as gym
+
+
+class Hang(gym.Wrapper):
+    def __init__(self):
+        super().__init__(gym.make("CartPole-v1"))
+
+    def reset(self, *, seed=None, options=None):
+        if seed == int(os.environ["HANGING_SEED"]):
+            time.sleep(600)
+        return super().reset(seed=seed, options=options)
+
+
+gym.register("Hang-v0", entry_point=Hang)
+"""
+
+
+def test_cli_stops_on_a_shard_that_always_hangs_with_one_line_and_the_checkpoint_intact(
+    tmp_path,
+) -> None:
+    (tmp_path / "hanging_env.py").write_text(HANGING_MODULE)
+    # The first evaluation episode of the mean policy in generation 2 hangs: row 8 of 8 + 2.
+    environment = os.environ | {
+        "PYTHONPATH": str(tmp_path),
+        "HANGING_SEED": str(stream_seed(0, 2, EVALUATION)),
+    }
+    argv = "hanging_env:Hang-v0 --workers 2 --popsize 8 --eval-episodes 2 --checkpoint-every 1"
+    argv = [*argv.split(), "--shard-timeout", "1", "--logdir", str(tmp_path / "run")]
+    tick = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, "-m", "neuroes.train", *argv, "--no-progress"],
+        capture_output=True, text=True, env=environment, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert time.monotonic() - tick < 60
+    assert result.stderr.strip().splitlines()[-1] == (
+        "error: members 8-9 of hanging_env:Hang-v0 timed out 3 times (the last deadline was 1 s; "
+        f"set it with --shard-timeout); training stopped, {tmp_path / 'run' / 'checkpoint.pt'} "
+        "holds generation 2"
+    )
+    assert checkpoint.read(tmp_path / "run" / "checkpoint.pt")["generation"] == 2
+
+
+def _descendants(pid: int) -> set[int]:
+    """Live processes below ``pid`` (from /proc)."""
+    parents = {}
+    for folder in Path("/proc").iterdir():
+        if not folder.name.isdigit():
+            continue
+        try:
+            stat = (folder / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if stat[0] != "Z":
+            parents[int(folder.name)] = int(stat[1])
+    found, frontier = set(), {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier}
+        found |= frontier
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="processes are read in /proc")
+def test_an_interrupt_mid_generation_stops_every_worker_and_resumes_bitwise(tmp_path) -> None:
+    common = ["Pendulum-v1", "--popsize", "16", "--max-steps", "50", "--eval-episodes", "1",
+              "--checkpoint-every", "1000", "--no-progress"]  # fmt: skip
+    folder = tmp_path / "interrupted"
+    command = [sys.executable, "-m", "neuroes.train", *common, "--workers", "2",
+               "--generations", "100000", "--logdir", str(folder)]  # fmt: skip
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    metrics, deadline = folder / "metrics.jsonl", time.monotonic() + 120
+    while not (metrics.is_file() and len(metrics.read_text().splitlines()) >= 2):
+        assert time.monotonic() < deadline and process.poll() is None
+        time.sleep(0.05)
+    workers = _descendants(process.pid)
+    assert len(workers) >= 2  # the fork server and its two workers
+    os.killpg(process.pid, signal.SIGINT)  # as Ctrl-C: to the learner and its workers
+    _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 130, stderr
+    deadline = time.monotonic() + 5
+    while alive := [pid for pid in workers if _alive(pid)]:
+        assert time.monotonic() < deadline, f"worker processes left behind: {alive}"
+        time.sleep(0.1)
+    generation = checkpoint.read(folder / "checkpoint.pt")["generation"]
+    total = str(generation + 2)
+    resume = [
+        sys.executable,
+        "-m",
+        "neuroes.train",
+        "Pendulum-v1",
+        "--no-progress",
+        "--resume",
+        str(folder / "checkpoint.pt"),
+        "--generations",
+        total,
+        "--workers",
+        "2",
+    ]
+    assert subprocess.run(resume, capture_output=True, timeout=120).returncode == 0
+    whole = [sys.executable, "-m", "neuroes.train", *common, "--generations", total,
+             "--logdir", str(tmp_path / "whole")]  # fmt: skip
+    assert subprocess.run(whole, capture_output=True, timeout=120).returncode == 0
+    a, b = (checkpoint.read(path / "checkpoint.pt") for path in (tmp_path / "whole", folder))
+    assert torch.equal(get_flat(a["policy"]), get_flat(b["policy"]))
