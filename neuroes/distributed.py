@@ -143,5 +143,7 @@ class RayWorkers(Pool):
     def close(self) -> None:
         for actor in self.actors.values():
             ray.kill(actor)
+        self.actors.clear()
         if self.connected:
             ray.shutdown()
+            self.connected = False

@@ -274,8 +274,10 @@ class Pool:
         self._resize()
 
     def scalars(self) -> dict[str, float]:
-        """The workers now, and the shards re-run (lost or timed out) since the last call."""
-        scalars = {"time/workers": float(len(self.live)), "time/shards_rerun": float(self.reruns)}
+        """The workers ready now (not those starting), and the shards re-run (lost or timed
+        out) since the last call."""
+        ready = len(self.live - self.starting)
+        scalars = {"time/workers": float(ready), "time/shards_rerun": float(self.reruns)}
         self.reruns = 0
         return scalars
 

@@ -81,6 +81,7 @@ class Run:
         self.generation, self.best_return, self.eval_return = 0, -math.inf, None
         self.env_steps, self.wall_time, self.solved = 0, 0.0, False
         self.finishing = False  # logging and keeping a generation: interrupts wait
+        self.closed = False
         self.saved_generation: int | None = None  # of run_dir/checkpoint.pt, if there is one
         if state is not None:
             self.algorithm.load_state_dict(state["algorithm"])
@@ -280,9 +281,11 @@ class Run:
         return self.backend.evaluate(population, seed, episodes, self.config.max_steps)
 
     def close(self) -> None:
-        """Stop the backend's workers and flush the logs."""
-        self.backend.close()
-        self.monitor.close()
+        """Stop the backend's workers and flush the logs (once; later calls do nothing)."""
+        if not self.closed:
+            self.closed = True
+            self.backend.close()
+            self.monitor.close()
 
     def payload(self) -> dict:
         """The run's state as a checkpoint holds it, the mean policy in the policy module."""

@@ -185,6 +185,8 @@ class LocalWorkers(Pool):
             if process.is_alive():
                 process.kill()
                 process.join()
+        self.processes.clear()
+        self.conns.clear()
 
 
 def make_backend(
