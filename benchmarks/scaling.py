@@ -11,7 +11,10 @@ The same run on every backend plays its generations in turn with the others, so 
 the same machine load (on a shared machine it varies), and the results are checked to be
 identical. Every process runs torch on one thread. The first generation, which waits for the
 workers to start, is not timed. Steps per second count the population's steps, as
-``time/steps_per_second`` does in training.
+``time/steps_per_second`` does in training. The chaos row is the 2-worker run with one of its
+workers killed (SIGKILL) half-way through every generation: its shard is re-run on the other
+worker while a replacement starts, and the results must still be identical; its ratio is to the
+clean 2-worker run, the cost of a lost worker.
 
 (b) Bytes per generation between the learner and 2 local workers for a policy of about 100k
 parameters and a population of 1000 (plus 10 evaluation rows), measured on the pipes: once with
@@ -25,7 +28,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import random
+import signal
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -60,9 +66,12 @@ def generation(run: Run) -> tuple[float, Rollouts]:
     return time.perf_counter() - start, rollouts
 
 
+CHAOS = "chaos"
+
+
 def scaling(env_id: str, generations: int, max_steps: int | None, with_ray: bool) -> None:
     """Generations of every backend in turn, so that all see the same machine load."""
-    cases = [("in process", 1), ("local", 1), ("local", 2)]
+    cases = [("in process", 1), ("local", 1), ("local", 2), (CHAOS, 2)]
     cases += [("ray", 1), ("ray", 2)] if with_ray else []
     torch.set_num_threads(1)  # as workers do; two threads on two busy cores are much slower
     config = Config(env_id, popsize=64, max_steps=max_steps, progress=False).resolved()
@@ -80,8 +89,18 @@ def scaling(env_id: str, generations: int, max_steps: int | None, with_ray: bool
             run.backend.close()  # the same run on the backend of this case
             run.backend = backend(kind, workers, WorkerSpec(env_id, run.policy), run.normalizer)
             runs.append(run)
+        rng = random.Random(0)
         for turn in range(generations + 1):  # turn 0 also waits for the workers: not timed
-            results = [generation(run) for run in runs]
+            results = []
+            for run, (kind, _) in zip(runs, cases, strict=True):
+                if kind != CHAOS:
+                    results.append(generation(run))
+                    continue
+                clean = results[cases.index(("local", 2))][0]
+                killer = threading.Timer(clean / 2, kill_a_worker, args=(run.backend, rng))
+                killer.start()
+                results.append(generation(run))
+                killer.cancel()
             returns = results[0][1].returns
             assert all(np.array_equal(r.returns, returns) for _, r in results), "results differ"
             for index, (took, rollouts) in enumerate(results):
@@ -90,16 +109,24 @@ def scaling(env_id: str, generations: int, max_steps: int | None, with_ray: bool
     print(f"(a) {env_id}, population 64 + 10 evaluation rows, medians of {generations}")
     print("interleaved generations; the backends' results were identical")
     print(f"{'backend':>10} {'workers':>7} {'gen/s':>7} {'steps/s':>8} {'vs 1 worker':>11}")
-    one_worker = {}
-    for (kind, workers), measured in zip(cases, rates, strict=True):
-        rate, steps = np.median(measured, axis=0)
-        ratio = rate / one_worker.setdefault(kind, rate)
-        print(f"{kind:>10} {workers:>7} {rate:>7.3f} {steps:>8.0f} {ratio:>10.2f}x")
+    medians = {
+        case: np.median(measured, axis=0) for case, measured in zip(cases, rates, strict=True)
+    }
+    for (kind, workers), (rate, steps) in medians.items():
+        base, note = (
+            (medians["local", 2][0], " of 2 clean") if kind == CHAOS else (medians[kind, 1][0], "")
+        )
+        print(f"{kind:>10} {workers:>7} {rate:>7.3f} {steps:>8.0f} {rate / base:>10.2f}x{note}")
+
+
+def kill_a_worker(pool: LocalWorkers, rng: random.Random) -> None:
+    """SIGKILL one of the pool's worker processes."""
+    os.kill(rng.choice(list(pool.processes.values())).pid, signal.SIGKILL)
 
 
 def backend(kind: str, workers: int, spec: WorkerSpec, normalizer) -> Backend:
     """An explicit backend (``--ray`` with ``--workers 1`` would mean one actor per CPU)."""
-    if kind == "local":
+    if kind in ("local", CHAOS):
         return LocalWorkers(spec, normalizer, workers)
     if kind == "ray":
         from neuroes.distributed import RayWorkers
