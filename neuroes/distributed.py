@@ -19,24 +19,32 @@ import tempfile
 
 import cloudpickle
 import ray
-from ray.exceptions import AuthenticationError, RayActorError
+from ray.exceptions import AuthenticationError, RayError
 
 from neuroes.agents import ObservationNormalizer
-from neuroes.shards import Broadcast, Pool, Shard, ShardEvaluator, WorkerSpec
+from neuroes.noise import NoiseTable
+from neuroes.shards import Broadcast, Pool, Shard, ShardEvaluator, WorkerError, WorkerSpec
 
 
 @ray.remote(num_cpus=1, max_restarts=0)
 class _Worker:
-    def __init__(self, spec: bytes) -> None:
+    def __init__(self, spec: bytes, table: NoiseTable | None) -> None:
         self.worker = ShardEvaluator(cloudpickle.loads(spec))
         self.job = None
+        if table is not None:
+            table.values()  # built before "ready": not inside a shard's deadline
 
     def ready(self) -> tuple[str, None]:
         return "ready", None
 
     def evaluate(self, job: int, broadcast: list[ray.ObjectRef], shard: Shard):
         if job != self.job:  # the reference sits in a list so that Ray does not fetch it per call
-            self.worker.publish(ray.get(broadcast[0]))
+            try:
+                self.worker.publish(ray.get(broadcast[0]))
+            except Exception as error:
+                return "failed", WorkerError(
+                    f"reading the broadcast: {type(error).__name__}: {error}"
+                )
             self.job = job
         return self.worker.run(shard)
 
@@ -86,10 +94,11 @@ def _reason(error: Exception) -> str:
 class RayWorkers(Pool):
     """One Ray actor per CPU of the cluster, at most ``workers`` (None: no cap).
 
-    The actors follow the cluster: at every evaluation actors are started on CPUs that joined,
-    and an actor lost with its node is replaced only while the cluster has a CPU for it (its
-    shard is re-run either way). Connects with ``ray.init(address)`` unless Ray is already
-    initialized in this process, and shuts Ray down on :meth:`close` only if it connected.
+    The actors follow the cluster: at every evaluation actors are started on CPUs that joined;
+    an actor lost with its node has its shard re-run and is replaced while the cluster counts
+    a CPU for it (a replacement started before Ray declares the node dead waits for a CPU).
+    Connects with ``ray.init(address)`` unless Ray is already initialized in this process, and
+    shuts Ray down on :meth:`close` only if it connected.
     """
 
     def __init__(
@@ -100,7 +109,9 @@ class RayWorkers(Pool):
         address: str | None = "auto",
         shards_per_worker: int = 4,
         shard_timeout: float | None = None,
+        table: NoiseTable | None = None,
     ) -> None:
+        self.table = table
         self.connected = not ray.is_initialized()
         if self.connected:
             _connect(address)
@@ -113,7 +124,7 @@ class RayWorkers(Pool):
         return min(self.workers, int(ray.cluster_resources().get("CPU", 1)))
 
     def _start(self, slot: int) -> None:
-        self.actors[slot] = _Worker.remote(self.spec)
+        self.actors[slot] = _Worker.remote(self.spec, self.table)
         self.pending[self.actors[slot].ready.remote()] = slot
 
     def _stop(self, slot: int) -> None:
@@ -136,7 +147,7 @@ class RayWorkers(Pool):
             slot = self.pending.pop(call)
             try:
                 events.append((slot, *ray.get(call)))
-            except RayActorError as error:
+            except RayError as error:  # the actor died, or its node was lost
                 events.append((slot, "died", str(error).splitlines()[0]))
         return events
 
@@ -144,6 +155,8 @@ class RayWorkers(Pool):
         for actor in self.actors.values():
             ray.kill(actor)
         self.actors.clear()
+        self.pending.clear()
+        self.broadcast = None
         if self.connected:
             ray.shutdown()
             self.connected = False

@@ -45,6 +45,7 @@ MAX_TIMEOUTS = 3  # a shard that misses this many deadlines in one evaluation is
 TIMEOUT_FACTOR = 10.0  # a shard's deadline: this many times its expected time,
 TIMEOUT_FLOOR = 10.0  # and at least this many seconds
 TIMEOUT_WINDOW = 64  # the expected time comes from this many recent shards
+START_TIMEOUT = 300.0  # seconds that workers may take to start when none is ready
 
 
 class WorkerError(RuntimeError):
@@ -162,13 +163,14 @@ def split(
 
 @dataclass
 class _InFlight:
-    """A shard given to a worker: of which evaluation, which shard, sent when, with how many
-    seconds to answer (None: no deadline)."""
+    """A shard given to a worker: of which evaluation, which shard, sent when, its rows x
+    episodes, and the evaluation's ``max_steps``."""
 
     job: int
     index: int
     sent: float
-    limit: float | None
+    work: int
+    max_steps: int | None
 
 
 class ShardEvaluator:
@@ -216,31 +218,36 @@ class ShardEvaluator:
 
 
 class Pool:
-    """Hands shards to up to ``workers`` workers from a queue, ``shards_per_worker`` shards each.
+    """Hands shards to workers from a queue, ``shards_per_worker`` shards per worker.
 
-    An evaluation of P rows is cut into shards of ``ceil(P / (workers * shards_per_worker))``
-    rows: small enough that a slow worker takes fewer of them, large enough that each shard
-    still batches its members' policy forward. Which worker evaluates a shard, and how often,
-    never changes its result, so every recovery below keeps the evaluation bitwise.
+    An evaluation of P rows is cut into shards of ``ceil(P / (live workers *
+    shards_per_worker))`` rows: small enough that a slow worker takes fewer of them, large
+    enough that each shard still batches its members' policy forward. Which worker evaluates a
+    shard, and how often, never changes its result, so every recovery below keeps the
+    evaluation bitwise.
 
     Faults:
 
     - a worker that dies is replaced and its shard goes back to the front of the queue; a shard
       that takes down ``MAX_KILLS`` workers in one evaluation stops it (:class:`WorkerError`);
-    - a shard in flight past its deadline is handed to another worker and its worker is killed
-      and replaced; after ``MAX_TIMEOUTS`` deadlines the evaluation stops with
-      :class:`ShardTimeout`. The deadline is ``shard_timeout`` seconds when given; else
-      ``TIMEOUT_FACTOR`` times the shard's expected time, from the median time per row and
-      episode of the last ``TIMEOUT_WINDOW`` shards, at least ``TIMEOUT_FLOOR`` seconds,
-      doubled at each retry of the same shard (before any shard has finished, none);
+    - a shard in flight past its deadline goes back to the queue and its worker is killed and
+      replaced; after ``MAX_TIMEOUTS`` deadlines the evaluation stops (:class:`ShardTimeout`).
+      The deadline is ``shard_timeout`` seconds when given; else ``TIMEOUT_FACTOR`` times the
+      shard's expected time, at least ``TIMEOUT_FLOOR`` seconds, doubled at each retry of the
+      shard. The expected time is its rows x episodes x the episode length (``max_steps``, else
+      the longest episode seen) at the median seconds per step of the last ``TIMEOUT_WINDOW``
+      shards; until a shard has finished there is none;
+    - no worker ready for ``START_TIMEOUT`` seconds, with none working, is a
+      :class:`WorkerError` (a cluster without a free CPU);
     - the number of workers follows :meth:`_target` at every evaluation (a Ray cluster's CPUs).
 
     Subclasses implement the transport: ``_start(slot)`` starts a worker, which reports
-    ``"ready"`` when it can take shards; ``_stop(slot)`` kills it; ``_publish(broadcast)``
-    makes a broadcast available to all workers; ``_send(slot, shard)`` gives a ready worker a
-    shard; ``_wait(timeout)`` blocks until there are events ``(slot, kind, payload)`` or
-    ``timeout`` seconds pass, with ``kind`` one of ``"ready"``, ``"done"`` (payload:
-    Rollouts), ``"failed"`` (an exception to raise) or ``"died"`` (a description).
+    ``"ready"`` when it can take shards; ``_stop(slot)`` kills it and drops whatever it would
+    still send; ``_publish(broadcast)`` makes a broadcast available to all workers;
+    ``_send(slot, shard)`` gives a ready worker a shard; ``_wait(timeout)`` blocks until there
+    are events ``(slot, kind, payload)`` or ``timeout`` seconds pass, with ``kind`` one of
+    ``"ready"``, ``"done"`` (payload: Rollouts), ``"failed"`` (an exception to raise) or
+    ``"died"`` (a description).
     """
 
     def __init__(
@@ -265,9 +272,10 @@ class Pool:
         self.slots = itertools.count()
         self.live: set[int] = set()  # started and not stopped: starting, idle or busy
         self.idle: deque[int] = deque()
-        self.starting: set[int] = set()
+        self.starting: dict[int, float] = {}  # slot -> when it was started
         self.busy: dict[int, _InFlight] = {}
-        self.row_seconds: deque[float] = deque(maxlen=TIMEOUT_WINDOW)
+        self.step_seconds: deque[float] = deque(maxlen=TIMEOUT_WINDOW)
+        self.longest = 0  # the longest episode seen, in steps
         self.reruns = 0  # shards re-run since the last :meth:`scalars`
         self.failed_starts = 0  # workers that died starting since one was last ready
         self.ever_ready = False
@@ -276,7 +284,7 @@ class Pool:
     def scalars(self) -> dict[str, float]:
         """The workers ready now (not those starting), and the shards re-run (lost or timed
         out) since the last call."""
-        ready = len(self.live - self.starting)
+        ready = len(self.live) - len(self.starting)
         scalars = {"time/workers": float(ready), "time/shards_rerun": float(self.reruns)}
         self.reruns = 0
         return scalars
@@ -295,71 +303,96 @@ class Pool:
         while len(results) < len(shards):
             while queue and self.idle:
                 slot, index = self.idle.popleft(), queue.popleft()
-                limit = self._deadline(len(shards[index]) * episodes, timeouts[index])
-                self.busy[slot] = _InFlight(self.job, index, time.monotonic(), limit)
+                work = len(shards[index]) * episodes
+                self.busy[slot] = _InFlight(self.job, index, time.monotonic(), work, max_steps)
                 self._send(slot, shards[index])
             failure = None
-            for slot, kind, payload in self._wait(self._time_left()):
-                if slot not in self.live:  # stopped after its deadline: a late answer
-                    continue
+            for slot, kind, payload in self._wait(self._time_left(timeouts)):
                 flight = self.busy.pop(slot, None)
                 current = flight is not None and flight.job == self.job
-                if slot in self.starting and kind != "ready":
-                    self._count_failed_start(slot, kind, payload)
                 if kind == "died":
+                    failure = failure or self._started_badly(slot, kind, payload)
                     self._replace(slot)
                     if current:
-                        self._count_loss(shards[flight.index], payload, kills)
+                        failure = failure or self._lost(shards[flight.index], payload, kills)
                         queue.appendleft(flight.index)
                     continue
+                if slot in self.starting and kind == "failed":  # its evaluator failed to build
+                    failure = failure or self._started_badly(slot, kind, payload)
+                    self._replace(slot)
+                    continue
                 self.idle.append(slot)
-                self.starting.discard(slot)
                 if kind == "ready":
+                    self.starting.pop(slot)
                     self.ever_ready, self.failed_starts = True, 0
                 if current and kind == "done":
                     results[flight.index] = payload
-                    seconds = time.monotonic() - flight.sent
-                    self.row_seconds.append(seconds / (len(shards[flight.index]) * episodes))
+                    self._measure(payload, time.monotonic() - flight.sent)
                 elif current and kind == "failed":
                     failure = failure or payload
-            if failure is not None:
-                raise failure
-            for slot, flight in self._overdue():
+            for slot, flight in self._overdue(timeouts):
                 self._replace(slot)
                 if flight.job == self.job:
+                    shard, limit = shards[flight.index], self._limit(flight, timeouts)
                     timeouts[flight.index] += 1
-                    self._count_timeout(shards[flight.index], flight.limit, timeouts[flight.index])
+                    failure = failure or self._timed_out(shard, limit, timeouts[flight.index])
                     queue.appendleft(flight.index)
+            failure = failure or self._none_ready()
+            if failure is not None:
+                raise failure
         return Rollouts.concatenate([results[i] for i in range(len(shards))])
 
-    def _deadline(self, row_episodes: int, retries: int) -> float | None:
-        """Seconds a shard of ``row_episodes`` rows x episodes may take on its attempt
-        ``retries + 1``; None before anything was measured (and no ``shard_timeout``)."""
+    def _measure(self, rollouts: Rollouts, seconds: float) -> None:
+        self.step_seconds.append(seconds / max(rollouts.env_steps, 1))
+        self.longest = max(self.longest, int(np.max(rollouts.lengths, initial=0)))
+
+    def _limit(self, flight: _InFlight, timeouts: Counter) -> float | None:
+        """Seconds the shard of ``flight`` may take (None: no deadline yet)."""
         if self.shard_timeout is not None:
             return self.shard_timeout
-        if not self.row_seconds:
+        if not self.step_seconds:
             return None
-        expected = statistics.median(self.row_seconds) * row_episodes
+        steps = flight.work * (flight.max_steps or self.longest)
+        expected = statistics.median(self.step_seconds) * steps
+        retries = timeouts[flight.index] if flight.job == self.job else 0
         return max(TIMEOUT_FLOOR, TIMEOUT_FACTOR * expected) * 2**retries
 
-    def _time_left(self) -> float | None:
-        """Seconds until the first deadline of a shard in flight (None: none has one)."""
-        ends = [f.sent + f.limit for f in self.busy.values() if f.limit is not None]
+    def _time_left(self, timeouts: Counter) -> float | None:
+        """Seconds until the first deadline of a shard in flight, or of the workers' start
+        when none is ready; None: no deadline."""
+        ends = []
+        for flight in self.busy.values():
+            limit = self._limit(flight, timeouts)
+            if limit is not None:
+                ends.append(flight.sent + limit)
+        if not self.busy and not self.idle and self.starting:
+            ends.append(min(self.starting.values()) + START_TIMEOUT)
         return max(0.0, min(ends) - time.monotonic()) if ends else None
 
-    def _overdue(self) -> list[tuple[int, _InFlight]]:
+    def _overdue(self, timeouts: Counter) -> list[tuple[int, _InFlight]]:
         now = time.monotonic()
         return [
             (slot, flight)
             for slot, flight in list(self.busy.items())
-            if flight.limit is not None and now >= flight.sent + flight.limit
+            if (limit := self._limit(flight, timeouts)) is not None and now >= flight.sent + limit
         ]
+
+    def _none_ready(self) -> WorkerError | None:
+        if self.busy or self.idle or not self.starting:
+            return None
+        waited = time.monotonic() - min(self.starting.values())
+        if waited < START_TIMEOUT:
+            return None
+        return WorkerError(
+            f"no worker became ready in {waited:.0f} s ({len(self.starting)} starting); is "
+            f"there a free CPU for them?"
+        )
 
     def _replace(self, slot: int) -> None:
         """Stop the worker in ``slot`` and forget it, then start workers up to the target."""
         self._stop(slot)
         self.live.discard(slot)
-        self.starting.discard(slot)
+        self.starting.pop(slot, None)
         self.busy.pop(slot, None)
         if slot in self.idle:
             self.idle.remove(slot)
@@ -370,7 +403,7 @@ class Pool:
         while len(self.live) < max(1, self._target()):
             slot = next(self.slots)
             self.live.add(slot)
-            self.starting.add(slot)
+            self.starting[slot] = time.monotonic()
             self._start(slot)
 
     def _target(self) -> int:
@@ -380,26 +413,31 @@ class Pool:
     def _rows(self, shard: Shard) -> str:
         return f"members {shard.start}-{shard.start + len(shard) - 1} of {self.env_name}"
 
-    def _count_loss(self, shard: Shard, why: str, kills: Counter) -> None:
+    def _started_badly(self, slot: int, kind: str, payload: object) -> WorkerError | None:
+        """The error of a worker that failed to build its evaluator, or died starting before
+        any worker was ready or ``MAX_KILLS`` times in a row; None: it is just replaced."""
+        if slot not in self.starting:
+            return None
+        self.failed_starts += 1
+        if kind == "failed" or not self.ever_ready or self.failed_starts >= MAX_KILLS:
+            return WorkerError(f"worker {slot} could not start: {payload}")
+        log.warning("a starting worker died (%s); another one starts", payload)
+        return None
+
+    def _lost(self, shard: Shard, why: str, kills: Counter) -> WorkerError | None:
         kills[shard.start] += 1
         self.reruns += 1
         if kills[shard.start] >= MAX_KILLS:
-            raise WorkerError(
+            return WorkerError(
                 f"{self._rows(shard)} took down {MAX_KILLS} workers in one evaluation"
             )
         log.warning("a worker died (%s); %s go to another worker", why, self._rows(shard))
+        return None
 
-    def _count_failed_start(self, slot: int, kind: str, payload: object) -> None:
-        """A worker that fails to build its evaluator, or dies starting before any worker
-        was ready or ``MAX_KILLS`` times in a row, is an error; else it is replaced."""
-        self.failed_starts += 1
-        if kind == "failed" or not self.ever_ready or self.failed_starts >= MAX_KILLS:
-            raise WorkerError(f"worker {slot} could not start: {payload}")
-
-    def _count_timeout(self, shard: Shard, limit: float, count: int) -> None:
+    def _timed_out(self, shard: Shard, limit: float, count: int) -> ShardTimeout | None:
         self.reruns += 1
         if count >= MAX_TIMEOUTS:
-            raise ShardTimeout(
+            return ShardTimeout(
                 f"{self._rows(shard)} timed out {count} times (the last deadline was "
                 f"{limit:.3g} s; set it with --shard-timeout)"
             )
@@ -407,6 +445,7 @@ class Pool:
             "%s timed out after %.3g s; they go to another worker, the stuck one is replaced",
             self._rows(shard), limit,
         )  # fmt: skip
+        return None
 
     def _start(self, slot: int) -> None:
         raise NotImplementedError

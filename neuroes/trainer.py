@@ -284,8 +284,10 @@ class Run:
         """Stop the backend's workers and flush the logs (once; later calls do nothing)."""
         if not self.closed:
             self.closed = True
-            self.backend.close()
-            self.monitor.close()
+            try:
+                self.backend.close()
+            finally:
+                self.monitor.close()
 
     def payload(self) -> dict:
         """The run's state as a checkpoint holds it, the mean policy in the policy module."""

@@ -74,6 +74,8 @@ def _serve(
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if values is not None:
         table.adopt(values)  # the learner's noise table, mapped rather than built again
+    elif table is not None:
+        table.values()  # built before "ready": not inside a shard's deadline
     try:
         worker = ShardEvaluator(cloudpickle.loads(spec))
         conn.send_bytes(encode(("ready", os.getpid())))
@@ -135,7 +137,7 @@ class LocalWorkers(Pool):
         self.conns.pop(slot).close()
         self.published.pop(slot, None)
         process.kill()
-        process.join()
+        process.join(timeout=5)
 
     def _publish(self, broadcast: Broadcast) -> None:
         self.broadcast = encode(("publish", broadcast))
@@ -165,7 +167,8 @@ class LocalWorkers(Pool):
                 process = self.processes[slot]
                 process.join(timeout=5)
                 why = f"exit code {process.exitcode}"
-                if slot in self.starting and hasattr(sys.modules["__main__"], "__file__"):
+                first = slot in self.starting and not self.ever_ready
+                if first and hasattr(sys.modules["__main__"], "__file__"):
                     why += f"; {MAIN_GUARD}"
                 events.append((slot, "died", why))
                 continue
@@ -199,8 +202,9 @@ def make_backend(
 ) -> Backend:
     """Ray actors when ``ray`` names a cluster ("auto" or an address), else ``workers`` local
     processes, else (one worker) this process. With Ray, ``workers`` caps the actors, one per
-    CPU of the cluster (1: no cap). Local processes map ``table``, the algorithm's noise table,
-    if given. ``shard_timeout``: see :class:`neuroes.shards.Pool`."""
+    CPU of the cluster (1: no cap). ``table``, the algorithm's noise table if it has one, is
+    mapped by local processes and built by Ray actors before they take shards.
+    ``shard_timeout``: see :class:`neuroes.shards.Pool`."""
     if ray is not None:
         try:
             from neuroes.distributed import RayWorkers
@@ -209,7 +213,7 @@ def make_backend(
                 raise
             raise ValueError('--ray needs Ray: pip install "neuroes[ray]"') from None
         cap = workers if workers > 1 else None
-        return RayWorkers(spec, normalizer, cap, ray, shard_timeout=shard_timeout)
+        return RayWorkers(spec, normalizer, cap, ray, shard_timeout=shard_timeout, table=table)
     cores = os.cpu_count() or 1
     if workers > cores:
         log.warning("--workers %d is more than the %d cores here; using %d", workers, cores, cores)

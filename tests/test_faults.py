@@ -6,6 +6,7 @@ that cannot be recovered must stop with one line naming the members and the envi
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
@@ -14,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 
 import gymnasium as gym
@@ -80,8 +82,8 @@ def make_pool(request):
     made = []
 
     def make(spec: WorkerSpec):
-        """A pool with ``TIMEOUT`` once both workers have evaluated a shard: a worker's first
-        shard may take seconds on a loaded machine (imports, first forward)."""
+        """A pool with ``TIMEOUT`` once both workers are ready and have evaluated shards: a
+        worker's first shard may take seconds on a loaded machine (imports, first forward)."""
         if request.param == "ray":
             request.getfixturevalue("ray_session")
             from neuroes.distributed import RayWorkers
@@ -89,7 +91,8 @@ def make_pool(request):
             made.append(RayWorkers(spec, None, 2, shards_per_worker=2))
         else:
             made.append(LocalWorkers(spec, None, 2, shards_per_worker=2))
-        made[-1].evaluate(_population(spec), 1, 1, 30)
+        while made[-1].starting or not made[-1].step_seconds:
+            made[-1].evaluate(_population(spec), 1, 1, 30)
         made[-1].shard_timeout = TIMEOUT
         made[-1].scalars()
         return made[-1]
@@ -137,16 +140,18 @@ def test_a_shard_that_always_hangs_stops_the_evaluation_with_one_line(make_pool,
 def test_without_a_timeout_the_deadline_follows_the_measured_shard_times(
     tmp_path, monkeypatch
 ) -> None:
-    monkeypatch.setattr(shards, "TIMEOUT_FLOOR", 0.5)
+    monkeypatch.setattr(shards, "TIMEOUT_FLOOR", 2.0)
     spec = _spec(tmp_path, once=True)
     population, seeds = _population(spec), np.r_[[1] * 5, HUNG, [1] * 10]
     pool = LocalWorkers(spec, None, 2, shards_per_worker=2)
     try:
-        assert pool._deadline(4, 0) is None  # nothing measured: no deadline
+        flight = shards._InFlight(pool.job + 1, 0, 0.0, work=4, max_steps=30)
+        assert pool._limit(flight, Counter()) is None  # nothing measured: no deadline
         pool.evaluate(population, 1, 1, 30)
-        median = float(np.median(pool.row_seconds))
-        assert pool._deadline(4, 0) == max(0.5, shards.TIMEOUT_FACTOR * 4 * median)
-        assert pool._deadline(4, 2) == 4 * pool._deadline(4, 0)  # doubled at each retry
+        pool.scalars()
+        expected = float(np.median(pool.step_seconds)) * 4 * 30
+        assert pool._limit(flight, Counter()) == max(2.0, shards.TIMEOUT_FACTOR * expected)
+        assert pool._limit(flight, Counter({0: 2})) == 4 * pool._limit(flight, Counter())
         result = pool.evaluate(population, seeds, 1, 30)
         assert_same(result, InProcess(spec, None).evaluate(population, seeds, 1, 30))
         assert pool.scalars()["time/shards_rerun"] == 1
@@ -154,41 +159,37 @@ def test_without_a_timeout_the_deadline_follows_the_measured_shard_times(
         pool.close()
 
 
-def _kill_at_random(pids, stop: threading.Event, every: float) -> list[int]:
-    """Until ``stop``, SIGKILL one of ``pids()`` every ``every`` seconds; returns the killed."""
-    killed, rng = [], random.Random(0)
-    while not stop.wait(every):
-        alive = pids()
-        if alive:
-            killed.append(rng.choice(alive))
-            try:
-                os.kill(killed[-1], signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-    return killed
+def _kill_a_ready_worker(pool: LocalWorkers, rng: random.Random, killed: list[int]) -> None:
+    with contextlib.suppress(KeyError, IndexError, ProcessLookupError):  # none ready, or gone
+        ready = [pool.processes[slot] for slot in list(pool.live) if slot not in pool.starting]
+        pid = rng.choice(ready).pid
+        os.kill(pid, signal.SIGKILL)
+        killed.append(pid)
 
 
 def test_fifteen_generations_with_workers_killed_at_random_end_where_one_process_ends(
     tmp_path,
 ) -> None:
+    """A ready worker is killed at a random moment of every generation."""
     spec = _spec(tmp_path, once=True)
     algorithms = [NES(get_flat(spec.policy), 0.1, popsize=32, lr=0.05) for _ in range(2)]
-    pool = LocalWorkers(spec, None, 2)
-    stop, killed = threading.Event(), []
-    pids = lambda: [process.pid for process in list(pool.processes.values())]  # noqa: E731
-    killer = threading.Thread(target=lambda: killed.extend(_kill_at_random(pids, stop, 0.7)))
+    pool, here, rng = LocalWorkers(spec, None, 2), InProcess(spec, None), random.Random(0)
+    killed = []
     try:
-        killer.start()
+        while pool.starting:  # both workers ready before the first kill
+            pool.evaluate(_population(spec), 0, 1, 1)
         for generation in range(15):
-            for algorithm, backend in zip(algorithms, (pool, InProcess(spec, None)), strict=True):
+            when = rng.uniform(0, 0.05)
+            killer = threading.Timer(when, _kill_a_ready_worker, (pool, rng, killed))
+            killer.start()
+            for algorithm, backend in zip(algorithms, (pool, here), strict=True):
                 population = algorithm.ask()
                 algorithm.tell(population, backend.evaluate(population, generation, 1, 100))
+            killer.join()
+        assert len(killed) >= 3, "the run should have lost workers"
+        assert torch.equal(algorithms[0].mean, algorithms[1].mean)
     finally:
-        stop.set()
-        killer.join()
         pool.close()
-    assert len(killed) >= 3, "the run should have lost workers"
-    assert torch.equal(algorithms[0].mean, algorithms[1].mean)
 
 
 HANGING_MODULE = """
