@@ -120,8 +120,9 @@ def scaling(env_id: str, generations: int, max_steps: int | None, with_ray: bool
 
 
 def kill_a_worker(pool: LocalWorkers, rng: random.Random) -> None:
-    """SIGKILL one of the pool's worker processes."""
-    os.kill(rng.choice(list(pool.processes.values())).pid, signal.SIGKILL)
+    """SIGKILL one of the pool's worker processes (none if it is already gone)."""
+    with contextlib.suppress(ProcessLookupError, IndexError):
+        os.kill(rng.choice(list(pool.processes.values())).pid, signal.SIGKILL)
 
 
 def backend(kind: str, workers: int, spec: WorkerSpec, normalizer) -> Backend:
