@@ -28,13 +28,14 @@ MaxVar and MaxEnt; NES maximizes the environment's reward.
   spread of final positions is a spread and not a pile-up in the corners (100-step episodes
   reach 5 units). Population 100, 60 generations, sigma 0.1 (the environment's preset).
 - ``ant``: Ant-v5 on 30 minutes of training per run (``--time-limit 1800``) on 2 cores. The
-  arithmetic: the batched MuJoCo path plays about 3.5k Ant steps per second here (mj_step alone
-  10.9k per second per core, 5 per environment step), so 30 minutes buy about 6M steps: a
-  population of 100 with 250-step episodes (25k steps and 10 evaluation episodes a generation)
-  runs about 200 generations. Departures from the paper, for that budget: population 100
-  instead of 10,000, episodes of 250 steps instead of 1000, an MLP 64-64 instead of 256-256,
-  and NES on Ant's own reward (forward velocity plus the healthy bonus, minus costs) rather than
-  the final x alone.
+  arithmetic: the batched MuJoCo path plays about 5k Ant steps a second on 2 idle cores here
+  (the seed-0 NES run: 9.5M steps in 30 minutes), so a population of 100 with 250-step
+  episodes (at most 25k steps and 10 evaluation episodes a generation) runs about 400
+  generations (415-429 measured on an idle machine). Departures from the paper, for that
+  budget: population 100 instead of 10,000, episodes of 250 steps instead of 1000, an MLP
+  64-64 instead of 256-256, and NES on Ant's own reward (forward velocity plus the healthy
+  bonus, minus costs) rather than the final x alone. ``--reuse`` keeps finished runs, so a
+  second seed costs only its own runs.
 """
 
 from __future__ import annotations
