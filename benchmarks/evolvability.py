@@ -208,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n| algorithm | median distance | 90th percentile | sectors beyond R = {radius:.3f} |")
     print("|---|---|---|---|")
     for algo, medians, p90s, sectors in rows:
-        print(f"| {algo} | {_band(medians)} | {_band(p90s)} | {_band(sectors, '.0f')} |")
+        print(f"| {algo} | {_band(medians)} | {_band(p90s)} | {_band(sectors, 'g')} |")
     _figures(shown, curves, radius, env_id, args.out / f"evolvability_{name}")
     return 0
 
