@@ -223,7 +223,7 @@ def test_cli_stops_on_a_shard_that_always_hangs_with_one_line_and_the_checkpoint
         "HANGING_SEED": str(stream_seed(0, 2, EVALUATION)),
     }
     argv = "hanging_env:Hang-v0 --workers 2 --popsize 8 --eval-episodes 2 --checkpoint-every 1"
-    argv = [*argv.split(), "--shard-timeout", "1", "--logdir", str(tmp_path / "run")]
+    argv = [*argv.split(), "--shard-timeout", "2", "--logdir", str(tmp_path / "run")]
     tick = time.monotonic()
     result = subprocess.run(
         [sys.executable, "-m", "neuroes.train", *argv, "--no-progress"],
@@ -232,7 +232,7 @@ def test_cli_stops_on_a_shard_that_always_hangs_with_one_line_and_the_checkpoint
     assert result.returncode == 2, result.stderr
     assert time.monotonic() - tick < 60
     assert result.stderr.strip().splitlines()[-1] == (
-        "error: members 8-9 of hanging_env:Hang-v0 timed out 3 times (the last deadline was 1 s; "
+        "error: members 8-9 of hanging_env:Hang-v0 timed out 3 times (the last deadline was 2 s; "
         f"set it with --shard-timeout); training stopped, {tmp_path / 'run' / 'checkpoint.pt'} "
         "holds generation 2"
     )

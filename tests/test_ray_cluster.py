@@ -190,8 +190,8 @@ def _train_here(run_dir: Path, generations: int) -> None:
 
 
 def test_actors_killed_at_random_change_nothing(cluster, tmp_path) -> None:
-    """30 generations while a helper kills one of the run's actors every 2 seconds."""
-    argv = [*PENDULUM, "--generations", "30", "--ray", cluster.address]
+    """60 generations while a helper kills one of the run's actors every 2 seconds."""
+    argv = [*PENDULUM, "--generations", "60", "--ray", cluster.address]
     command = [sys.executable, "-m", "neuroes.train", *argv, "--logdir", str(tmp_path / "ray")]
     with open(tmp_path / "driver.log", "w+") as log:
         process = subprocess.Popen(command, env=cluster.env, stdout=log, stderr=log)
@@ -208,7 +208,7 @@ def test_actors_killed_at_random_change_nothing(cluster, tmp_path) -> None:
         assert process.returncode == 0, log.seek(0) or log.read()[-2000:]
     assert killed >= 2, "the run should have lost actors"
     assert sum(row["time/shards_rerun"] for row in _metrics(tmp_path / "ray")) >= 1
-    _train_here(tmp_path / "here", 30)
+    _train_here(tmp_path / "here", 60)
     assert torch.equal(_final_parameters(tmp_path / "ray"), _final_parameters(tmp_path / "here"))
 
 
