@@ -236,20 +236,16 @@ def test_actors_follow_a_node_that_joins_and_leaves_and_stop_on_an_interrupt(
     """The run's logged worker count goes 2 -> 4 -> 2 as a second node joins and is lost; Ctrl-C
     then leaves no actor behind and a checkpoint equal to an in-process run's."""
     run_dir, node = tmp_path / "elastic", {"NEUROES_TEST_NODE": "2"}
-    command = [
-        sys.executable,
-        "-m",
-        "neuroes.train",
+    argv = [
         *PENDULUM,
         "--ray",
         cluster.address,
         "--generations",
         "100000",
-        "--checkpoint-every",
-        "1000",
         "--logdir",
         str(run_dir),
     ]
+    command = [sys.executable, "-m", "neuroes.train", *argv, "--checkpoint-every", "1000"]
     workers = lambda: [row["time/workers"] for row in _metrics(run_dir)]  # noqa: E731
     with open(tmp_path / "driver.log", "w+") as log:  # not pipes: nobody reads them meanwhile
         process = subprocess.Popen(command, env=cluster.env, stdout=log, stderr=log,
