@@ -7,10 +7,8 @@ mid-evaluation, and report an environment error with the member's row in the who
 from __future__ import annotations
 
 import importlib.util
-import logging
 import os
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -28,7 +26,6 @@ from neuroes.config import Config
 from neuroes.population import Population
 from neuroes.rollout import RolloutError, Rollouts
 from neuroes.shards import WorkerSpec
-from neuroes.trainer import EVALUATION, stream_seed
 from neuroes.workers import InProcess, LocalWorkers
 
 FIELDS = ("returns", "lengths", "behaviors", "steps", "observation_sum", "observation_sum_sq")
@@ -39,20 +36,10 @@ def assert_same(a: Rollouts, b: Rollouts) -> None:
         np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
 
 
-@pytest.fixture(scope="module")
-def ray_cluster():
-    ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING)
-    try:
-        yield ray
-    finally:
-        ray.shutdown()
-
-
 def _make_pool(request, spec: WorkerSpec, normalizer, **kwargs):
     """Two workers of the kind ``request.param``: local processes or Ray actors."""
     if request.param == "ray":
-        request.getfixturevalue("ray_cluster")
+        request.getfixturevalue("ray_session")
         from neuroes.distributed import RayWorkers
 
         return RayWorkers(spec, normalizer, 2, **kwargs)
@@ -117,7 +104,7 @@ def test_training_with_two_workers_gives_the_same_run(tmp_path, request) -> None
     assert (one.generations, one.solved) == (4, True)  # three steps, then a confirmation
     backends = [{"workers": 2}]
     if importlib.util.find_spec("ray") is not None:
-        request.getfixturevalue("ray_cluster")
+        request.getfixturevalue("ray_session")
         backends.append({"workers": 2, "ray": "auto"})
     for backend in backends:
         summary, other = run("-".join(map(str, backend.values())), **backend)
@@ -200,53 +187,6 @@ def test_an_environment_error_names_the_member_in_the_whole_population(traps) ->
     # The backend stays usable: the abandoned evaluation's results are dropped.
     good = backend.evaluate(population, 1, 1, 20)
     assert_same(good, InProcess(spec, None).evaluate(population, 1, 1, 20))
-
-
-FAULTY_MODULE = """
-import os
-
-import gymnasium as gym
-
-
-class Faulty(gym.Wrapper):
-    def __init__(self):
-        super().__init__(gym.make("CartPole-v1"))
-
-    def reset(self, *, seed=None, options=None):
-        self.bad = seed == int(os.environ["FAULTY_SEED"])
-        return super().reset(seed=seed, options=options)
-
-    def step(self, action):
-        if self.bad:
-            raise RuntimeError("simulator exploded")
-        return super().step(action)
-
-
-gym.register("Faulty-v0", entry_point=Faulty)
-"""
-
-
-def test_cli_stops_on_an_error_in_a_worker_with_one_line_and_the_checkpoint_intact(
-    tmp_path,
-) -> None:
-    (tmp_path / "faulty_env.py").write_text(FAULTY_MODULE)
-    # The first evaluation episode of the mean policy in generation 2 fails: row 8 of 8 + 2.
-    environment = os.environ | {
-        "PYTHONPATH": str(tmp_path),
-        "FAULTY_SEED": str(stream_seed(0, 2, EVALUATION)),
-    }
-    argv = "faulty_env:Faulty-v0 --workers 2 --popsize 8 --eval-episodes 2 --checkpoint-every 1"
-    argv = [*argv.split(), "--logdir", str(tmp_path / "run"), "--no-progress"]
-    result = subprocess.run(
-        [sys.executable, "-m", "neuroes.train", *argv],
-        capture_output=True, text=True, env=environment, timeout=120,
-    )  # fmt: skip
-    assert result.returncode == 2, result.stderr
-    assert result.stderr.strip().splitlines() == [
-        "error: member 8, episode 0: environment raised RuntimeError: simulator exploded at "
-        f"step 1; training stopped, {tmp_path / 'run' / 'checkpoint.pt'} holds generation 2"
-    ]
-    assert checkpoint.read(tmp_path / "run" / "checkpoint.pt")["generation"] == 2
 
 
 def test_ray_missing_is_one_line_naming_the_extra(monkeypatch, capsys, tmp_path) -> None:

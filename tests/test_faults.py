@@ -7,7 +7,6 @@ that cannot be recovered must stop with one line naming the members and the envi
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import random
 import signal
@@ -64,16 +63,6 @@ def _spec(folder: Path, once: bool) -> WorkerSpec:
     env = gym.make("Pendulum-v1")
     policy = make_policy("mlp", env.observation_space, env.action_space, hidden=(16,))
     return WorkerSpec(_hanging_pendulum(str(folder), once), policy)
-
-
-@pytest.fixture(scope="module")
-def ray_session():
-    ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING)
-    try:
-        yield ray
-    finally:
-        ray.shutdown()
 
 
 @pytest.fixture(params=["local", "ray"])
@@ -192,47 +181,74 @@ def test_fifteen_generations_with_workers_killed_at_random_end_where_one_process
         pool.close()
 
 
-HANGING_MODULE = """
+BROKEN_MODULE = """
 import os
 import time
 
 import gymnasium as gym
 
 
-class Hang(gym.Wrapper):
-    def __init__(self):
+class Broken(gym.Wrapper):
+    \"\"\"CartPole whose episode from seed BROKEN_SEED raises (Faulty) or hangs (Hang).\"\"\"
+
+    def __init__(self, hang):
         super().__init__(gym.make("CartPole-v1"))
+        self.hang = hang
 
     def reset(self, *, seed=None, options=None):
-        if seed == int(os.environ["HANGING_SEED"]):
+        self.bad = seed == int(os.environ["BROKEN_SEED"])
+        if self.bad and self.hang:
             time.sleep(600)
         return super().reset(seed=seed, options=options)
 
+    def step(self, action):
+        if self.bad:
+            raise RuntimeError("simulator exploded")
+        return super().step(action)
 
-gym.register("Hang-v0", entry_point=Hang)
+
+gym.register("Faulty-v0", entry_point=Broken, kwargs={"hang": False})
+gym.register("Hang-v0", entry_point=Broken, kwargs={"hang": True})
 """
+
+
+def _train_on_broken(tmp_path: Path, env_id: str, *options: str) -> subprocess.CompletedProcess:
+    """``neuroes.train`` on 2 workers where the first evaluation episode of the mean policy in
+    generation 2 (row 8 of 8 + 2) is broken."""
+    (tmp_path / "broken_env.py").write_text(BROKEN_MODULE)
+    environment = os.environ | {
+        "PYTHONPATH": str(tmp_path),
+        "BROKEN_SEED": str(stream_seed(0, 2, EVALUATION)),
+    }
+    argv = f"broken_env:{env_id} --workers 2 --popsize 8 --eval-episodes 2 --checkpoint-every 1"
+    argv = [*argv.split(), *options, "--logdir", str(tmp_path / "run"), "--no-progress"]
+    return subprocess.run(
+        [sys.executable, "-m", "neuroes.train", *argv],
+        capture_output=True, text=True, env=environment, timeout=120,
+    )  # fmt: skip
+
+
+def test_cli_stops_on_an_error_in_a_worker_with_one_line_and_the_checkpoint_intact(
+    tmp_path,
+) -> None:
+    result = _train_on_broken(tmp_path, "Faulty-v0")
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines() == [
+        "error: member 8, episode 0: environment raised RuntimeError: simulator exploded at "
+        f"step 1; training stopped, {tmp_path / 'run' / 'checkpoint.pt'} holds generation 2"
+    ]
+    assert checkpoint.read(tmp_path / "run" / "checkpoint.pt")["generation"] == 2
 
 
 def test_cli_stops_on_a_shard_that_always_hangs_with_one_line_and_the_checkpoint_intact(
     tmp_path,
 ) -> None:
-    (tmp_path / "hanging_env.py").write_text(HANGING_MODULE)
-    # The first evaluation episode of the mean policy in generation 2 hangs: row 8 of 8 + 2.
-    environment = os.environ | {
-        "PYTHONPATH": str(tmp_path),
-        "HANGING_SEED": str(stream_seed(0, 2, EVALUATION)),
-    }
-    argv = "hanging_env:Hang-v0 --workers 2 --popsize 8 --eval-episodes 2 --checkpoint-every 1"
-    argv = [*argv.split(), "--shard-timeout", "2", "--logdir", str(tmp_path / "run")]
     tick = time.monotonic()
-    result = subprocess.run(
-        [sys.executable, "-m", "neuroes.train", *argv, "--no-progress"],
-        capture_output=True, text=True, env=environment, timeout=120,
-    )  # fmt: skip
+    result = _train_on_broken(tmp_path, "Hang-v0", "--shard-timeout", "2")
     assert result.returncode == 2, result.stderr
     assert time.monotonic() - tick < 60
     assert result.stderr.strip().splitlines()[-1] == (
-        "error: members 8-9 of hanging_env:Hang-v0 timed out 3 times (the last deadline was 2 s; "
+        "error: members 8-9 of broken_env:Hang-v0 timed out 3 times (the last deadline was 2 s; "
         f"set it with --shard-timeout); training stopped, {tmp_path / 'run' / 'checkpoint.pt'} "
         "holds generation 2"
     )
