@@ -1,25 +1,28 @@
 """Novelty search against NES on the hard maze: who escapes the trap and reaches the goal?
 
-    python benchmarks/novelty.py                  # 4 algorithms x 5 seeds, about 10 minutes
-    python benchmarks/novelty.py --seeds 0 --generations 20    # a smoke test
+    python benchmarks/novelty.py                  # 4 algorithms x 5 seeds, about 15 minutes
+    python benchmarks/novelty.py --seeds 0 --generations 20 --jobs 1    # a smoke test
 
 ``neuroes/DeceptiveMaze-v0`` rewards getting closer to a goal behind a U-shaped trap; following
 the reward leads into the trap's far wall. Every algorithm trains from each seed with the same
-budget (``--generations``, ``--popsize``); a run reaches the goal when its mean policy ends
-within ``--radius`` of it on average over the 10 evaluation episodes and then over 100 fresh
-ones (the trainer's ``--target-return``, the start's distance minus the radius). Prints, per
-algorithm, the seeds that reached the goal and the median generations they took, and writes one
-figure with every algorithm's seed-0 archive of mean-policy positions (NES: its last
-population's final positions) to ``--out``.
+budget (``--generations``, ``--popsize``), ``--jobs`` runs at a time; a run reaches the goal
+when its mean policy ends within ``--radius`` of it on average over the 10 evaluation episodes
+and then over 100 fresh ones (the trainer's ``--target-return``, the start's distance minus the
+radius). Prints, per algorithm, the seeds that reached the goal and the median generations they
+took, and writes one figure with every algorithm's seed-0 archive of mean-policy positions
+(NES: its last population's final positions) to ``--out``.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import statistics
 import sys
 import tempfile
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
 from pathlib import Path
 
 import matplotlib
@@ -37,7 +40,7 @@ from neuroes.train import train  # noqa: E402
 ALGORITHMS = ("nes", "ns", "nsr", "nsra")
 
 
-def run(algo: str, seed: int, args: argparse.Namespace, folder: Path) -> tuple[bool, int, Path]:
+def run(args: argparse.Namespace, folder: Path, algo: str, seed: int) -> tuple[bool, int, Path]:
     """One training run: (reached the goal, generations, run folder)."""
     summary = train(
         DECEPTIVE_MAZE_ID, algo=algo, seed=seed, generations=args.generations,
@@ -62,18 +65,21 @@ def positions(run_dir: Path) -> np.ndarray:
 def main(argv: list[str] | None = None) -> int:
     cli = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     cli.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
-    cli.add_argument("--generations", type=int, default=150, help="budget per run")
+    cli.add_argument("--generations", type=int, default=800, help="budget per run")
     cli.add_argument("--popsize", type=int, default=100)
     cli.add_argument("--radius", type=float, default=0.2, help="goal radius")
+    cli.add_argument("--jobs", type=int, default=2, help="runs at a time (one per core)")
     cli.add_argument("--out", default="benchmarks/results", help="folder of the figure")
     args = cli.parse_args(argv)
     print(f"{DECEPTIVE_MAZE_ID}: goal {GOAL}, radius {args.radius}, {args.generations} "
           f"generations of {args.popsize}, seeds {args.seeds}")  # fmt: skip
     print(f"{'algorithm':>9} {'reached':>8} {'median generations':>19}  per seed")
     archives = {}
-    with tempfile.TemporaryDirectory() as folder:
+    pool = ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn"))
+    with tempfile.TemporaryDirectory() as folder, pool:
+        one_run = functools.partial(run, args, Path(folder))
         for algo in ALGORITHMS:
-            results = [run(algo, seed, args, Path(folder)) for seed in args.seeds]
+            results = list(pool.map(one_run, [algo] * len(args.seeds), args.seeds))
             reached = [generations for solved, generations, _ in results if solved]
             median = f"{statistics.median(reached):.0f}" if reached else "-"
             seeds = " ".join(f"{g}{'*' if s else ''}" for s, g, _ in results)

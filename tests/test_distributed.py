@@ -101,7 +101,7 @@ def test_training_with_two_workers_gives_the_same_run(tmp_path, request) -> None
         return summary, checkpoint.read(summary.run_dir / "checkpoint.pt")
 
     one, saved = run("one")
-    assert (one.generations, one.solved) == (4, True)  # three steps, then a confirmation
+    assert one.solved and one.generations < 6  # so the runs compare a confirmation as well
     backends = [{"workers": 2}]
     if importlib.util.find_spec("ray") is not None:
         request.getfixturevalue("ray_session")

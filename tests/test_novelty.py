@@ -4,6 +4,8 @@ agents, NSRA's weight schedule, and escaping a trap that holds NES."""
 from __future__ import annotations
 
 import math
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -76,11 +78,12 @@ def test_agents_whose_behaviors_are_all_archived_alike_are_chosen_uniformly() ->
 
 
 def test_nsra_weight_follows_the_papers_schedule_on_scripted_returns() -> None:
-    """Start at w = 1; 50 updates without a new best mean return lower w by 0.05, a new best
-    raises it by 0.05 (at most 1) and restarts the count."""
-    script = [0.0] * 49 + [-1.0] + [0.0] * 100 + [0.5, 1.0, 2.0, 3.0] + [0.0] * 50
-    expected = [1.0] * 49 + [0.95] + [0.95] * 49 + [0.9] + [0.9] * 49 + [0.85]
-    expected += [0.9, 0.95, 1.0, 1.0] + [1.0] * 49 + [0.95]
+    """Start at w = 1; t = 10 updates without a new best mean return lower w by 0.05, a new
+    best raises it by 0.05 (at most 1) and restarts the count."""
+    t = 10
+    script = [0.0] * (t - 1) + [-1.0] + [0.0] * 2 * t + [0.5, 1.0, 2.0, 3.0] + [0.0] * t
+    expected = [1.0] * (t - 1) + [0.95] + [0.95] * (t - 1) + [0.9] + [0.9] * (t - 1) + [0.85]
+    expected += [0.9, 0.95, 1.0, 1.0] + [1.0] * (t - 1) + [0.95]
     returns = iter([0.0, *script])  # the start policy's, then one per update
 
     def evaluate(thetas, episodes, seed) -> Rollouts:  # plays the mean policies
@@ -157,3 +160,14 @@ def test_bad_input_is_one_line_and_exit_2(flags, message, capsys, tmp_path) -> N
     assert train.main(argv) == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(message), lines
+
+
+def test_the_benchmark_runs_end_to_end(tmp_path, capsys) -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import novelty as benchmark
+
+    argv = ["--seeds", "0", "--generations", "2", "--jobs", "1", "--out", str(tmp_path)]
+    assert benchmark.main(argv) == 0
+    rows = capsys.readouterr().out.splitlines()
+    assert [row.split()[:2] for row in rows[2:6]] == [[a, "0/1"] for a in benchmark.ALGORITHMS]
+    assert (tmp_path / "novelty_hard_maze.png").stat().st_size > 10_000

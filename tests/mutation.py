@@ -1,0 +1,123 @@
+"""Mutation testing of the core with mutmut: does a plausible bug fail a test?
+
+    python tests/mutation.py                           # every mutant (hours on 2 cores)
+    python tests/mutation.py "neuroes.shaping.*"       # the mutants of one module (mutmut globs)
+    python tests/mutation.py --score                   # the last results, per module
+    python tests/mutation.py --survivors               # the surviving mutants, with their diffs
+
+mutmut names a mutant after the module it imports (``neuroes.agents.normalizer.x_...``), so it
+runs in ``.mutation/``, a copy of the repository laid out as the installed package (``agents/``
+and ``envs/`` inside ``neuroes/``); mutmut keeps its results there, and a rerun only checks the
+mutants of functions that changed. The modules mutated and the tests left out (the README, the
+packaging and the Ray cluster) are in ``[tool.mutmut]`` of ``pyproject.toml``. Subprocesses
+(CLI runs, local workers) import the mutated package too (``PYTHONPATH``), so a mutant that only
+runs in a worker can still be killed. How to read the output: ``tests/README.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+STAGE = ROOT / ".mutation"
+LAYOUT = {
+    "neuroes": "neuroes",
+    "agents": "neuroes/agents",
+    "envs": "neuroes/envs",
+    "tests": "tests",
+    "benchmarks": "benchmarks",
+    "pyproject.toml": "pyproject.toml",
+    "setup.cfg": "setup.cfg",
+}
+KILLED = {"killed", "timeout", "segfault", "caught by type check"}
+
+
+def stage() -> None:
+    """Copy the sources into ``STAGE`` in the installed layout, keeping file times (mutmut
+    regenerates the mutants of a file only when its time changes) and mutmut's results."""
+    ignore = shutil.ignore_patterns("__pycache__", "results", "*.egg-info")
+    for source, target in LAYOUT.items():
+        target = STAGE / target
+        if target.is_dir():
+            shutil.rmtree(target)
+        elif target.exists():
+            target.unlink()
+        if (ROOT / source).is_dir():
+            shutil.copytree(ROOT / source, target, ignore=ignore)
+        else:
+            shutil.copy2(ROOT / source, target)
+
+
+def mutmut(*args: str) -> int:
+    """Run ``mutmut args`` in the stage, its mutated package first on every import path."""
+    env = dict(os.environ, PYTHONPATH=str(STAGE / "mutants"))
+    command = [str(Path(sys.executable).with_name("mutmut")), *args]
+    return subprocess.run(command, cwd=STAGE, env=env).returncode
+
+
+def statuses() -> dict[str, dict[str, str]]:
+    """``{module: {mutant: status}}`` of the last run, statuses as ``mutmut results`` prints."""
+    from mutmut.stats import status_by_exit_code
+
+    found: dict[str, dict[str, str]] = {}
+    for meta in sorted((STAGE / "mutants").rglob("*.py.meta")):
+        module = str(meta.relative_to(STAGE / "mutants")).removesuffix(".py.meta")
+        codes = json.loads(meta.read_text())["exit_code_by_key"]
+        found[module.replace("/", ".")] = {k: status_by_exit_code[v] for k, v in codes.items()}
+    return found
+
+
+def score() -> None:
+    """Print the killed fraction of every module's checked mutants, and of all of them."""
+    total: Counter[str] = Counter()
+    print(f"{'module':<40} {'mutants':>8} {'killed':>7} {'score':>7}  others")
+    for module, by_mutant in statuses().items():
+        counts = Counter(by_mutant.values())
+        total.update(counts)
+        _row(module, counts)
+    _row("all", total)
+
+
+def _row(name: str, counts: Counter[str]) -> None:
+    checked = sum(n for status, n in counts.items() if status not in {"not checked", "skipped"})
+    killed = sum(counts[status] for status in KILLED)
+    others = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()) if s not in KILLED)
+    fraction = f"{killed / checked:.1%}" if checked else "-"
+    print(f"{name:<40} {checked:>8} {killed:>7} {fraction:>7}  {others}")
+
+
+def survivors() -> None:
+    """Print every checked mutant that no test killed, with its diff."""
+    for by_mutant in statuses().values():
+        for mutant, status in by_mutant.items():
+            if status not in KILLED | {"not checked", "skipped"}:
+                print(f"## {mutant} ({status})", flush=True)
+                mutmut("show", mutant)
+
+
+def main(argv: list[str] | None = None) -> int:
+    cli = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    cli.add_argument("mutants", nargs="*", help="mutmut name globs; all when none")
+    report = cli.add_mutually_exclusive_group()
+    report.add_argument("--score", action="store_true", help="print the last results")
+    report.add_argument("--survivors", action="store_true", help="print the survivors' diffs")
+    cli.add_argument("--jobs", type=int, default=os.cpu_count(), help="mutants at a time")
+    args = cli.parse_args(argv)
+    if args.score or args.survivors:
+        (score if args.score else survivors)()
+        return 0
+    stage()
+    code = mutmut("run", "--max-children", str(args.jobs), *args.mutants)
+    score()
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
