@@ -33,21 +33,21 @@ import numpy as np  # noqa: E402
 
 from neuroes import Normal, checkpoint  # noqa: E402
 from neuroes.envs import DECEPTIVE_MAZE_ID  # noqa: E402
-from neuroes.envs.maze import GOAL, HARD_MAZE  # noqa: E402
+from neuroes.envs.maze import GOAL, HARD_MAZE, HARD_MAZE_HALF_SIZE  # noqa: E402
 from neuroes.rollout import Evaluator  # noqa: E402
 from neuroes.train import train  # noqa: E402
 
 ALGORITHMS = ("nes", "ns", "nsr", "nsra")
 
 
-def run(args: argparse.Namespace, folder: Path, algo: str, seed: int) -> tuple[bool, int, Path]:
-    """One training run: (reached the goal, generations, run folder)."""
+def run(args: argparse.Namespace, folder: Path, algo: str, seed: int) -> tuple:
+    """One training run: (reached the goal, generations, seconds, run folder)."""
     summary = train(
         DECEPTIVE_MAZE_ID, algo=algo, seed=seed, generations=args.generations,
         popsize=args.popsize, target_return=math.hypot(*GOAL) - args.radius, progress=False,
         scatter_every=10**9, logdir=str(folder / f"{algo}-{seed}"),
     )  # fmt: skip
-    return summary.solved, summary.generations, summary.run_dir
+    return summary.solved, summary.generations, summary.wall_time, summary.run_dir
 
 
 def positions(run_dir: Path) -> np.ndarray:
@@ -65,7 +65,7 @@ def positions(run_dir: Path) -> np.ndarray:
 def main(argv: list[str] | None = None) -> int:
     cli = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     cli.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
-    cli.add_argument("--generations", type=int, default=800, help="budget per run")
+    cli.add_argument("--generations", type=int, default=1100, help="budget per run")
     cli.add_argument("--popsize", type=int, default=100)
     cli.add_argument("--radius", type=float, default=0.2, help="goal radius")
     cli.add_argument("--jobs", type=int, default=2, help="runs at a time (one per core)")
@@ -73,18 +73,21 @@ def main(argv: list[str] | None = None) -> int:
     args = cli.parse_args(argv)
     print(f"{DECEPTIVE_MAZE_ID}: goal {GOAL}, radius {args.radius}, {args.generations} "
           f"generations of {args.popsize}, seeds {args.seeds}")  # fmt: skip
-    print(f"{'algorithm':>9} {'reached':>8} {'median generations':>19}  per seed")
+    print(
+        f"{'algorithm':>9} {'reached':>8} {'median generations':>19} {'longest run':>12}  per seed"
+    )
     archives = {}
     pool = ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn"))
     with tempfile.TemporaryDirectory() as folder, pool:
         one_run = functools.partial(run, args, Path(folder))
         for algo in ALGORITHMS:
             results = list(pool.map(one_run, [algo] * len(args.seeds), args.seeds))
-            reached = [generations for solved, generations, _ in results if solved]
+            reached = [generations for solved, generations, *_ in results if solved]
             median = f"{statistics.median(reached):.0f}" if reached else "-"
-            seeds = " ".join(f"{g}{'*' if s else ''}" for s, g, _ in results)
-            print(f"{algo:>9} {len(reached)}/{len(results):<6} {median:>19}  {seeds}")
-            archives[algo] = positions(results[0][2])
+            longest = f"{max(seconds for *_, seconds, _ in results):.0f} s"
+            seeds = " ".join(f"{g}{'*' if s else ''}" for s, g, *_ in results)
+            print(f"{algo:>9} {len(reached)}/{len(results):<6} {median:>19} {longest:>12}  {seeds}")
+            archives[algo] = positions(results[0][-1])
     print("* reached the goal (generations it took); otherwise the budget")
     figure, axes = plt.subplots(1, len(ALGORITHMS), figsize=(4 * len(ALGORITHMS), 4))
     for ax, (algo, points) in zip(axes, archives.items(), strict=True):
@@ -92,7 +95,8 @@ def main(argv: list[str] | None = None) -> int:
             ax.add_patch(plt.Rectangle((xmin, ymin), xmax - xmin, ymax - ymin, color="0.3"))
         ax.scatter(points[:, 0], points[:, 1], s=6)
         ax.scatter(*GOAL, marker="*", s=150, color="tab:red")
-        ax.set(xlim=(-2, 2), ylim=(-2, 2), aspect="equal", title=f"{algo}, seed {args.seeds[0]}")
+        h = HARD_MAZE_HALF_SIZE
+        ax.set(xlim=(-h, h), ylim=(-h, h), aspect="equal", title=f"{algo}, seed {args.seeds[0]}")
     figure.tight_layout()
     out = Path(args.out) / "novelty_hard_maze.png"
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -26,14 +26,17 @@ from neuroes.envs.descriptors import (
     vector_descriptor_for,
     vector_point_xy,
 )
-from neuroes.envs.maze import GOAL, HARD_MAZE, Maze
+from neuroes.envs.maze import GOAL, HARD_MAZE, HARD_MAZE_HALF_SIZE, Maze
 from neuroes.envs.point_maze import EPISODE_STEPS, PointMazeEnv, PointMazeVectorEnv
 from neuroes.envs.wrappers import RemoveAliveBonus, RemoveControlCost
 
 POINT_MAZE_ID = "neuroes/PointMaze-v0"
 DECEPTIVE_MAZE_ID = "neuroes/DeceptiveMaze-v0"  # HARD_MAZE, rewarded toward GOAL
 
-MAZES = {POINT_MAZE_ID: {}, DECEPTIVE_MAZE_ID: {"walls": HARD_MAZE, "goal": GOAL}}
+MAZES = {
+    POINT_MAZE_ID: {},
+    DECEPTIVE_MAZE_ID: {"walls": HARD_MAZE, "goal": GOAL, "half_size": HARD_MAZE_HALF_SIZE},
+}
 for env_id, kwargs in MAZES.items():
     if env_id not in gym.registry:
         gym.register(

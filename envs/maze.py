@@ -19,10 +19,12 @@ Box = tuple[float, float, float, float]
 TRAP: tuple[Box, ...] = ((0.5, -1.0, 0.6, 1.0),)
 # The hard maze: a U-shaped trap around the start, open to the left (-x), its arms overlapping
 # its far wall so that no seam lets a point slip through a corner; and a goal behind that wall,
-# about 3.5 units of path away (an episode can travel 5).
+# about 3.5 units of path away (an episode can travel 5). The arena leaves a corridor of 0.8-1.0
+# around the trap: in a 4 x 4 arena novelty search spends most of its budget on the far corners.
 HARD_MAZE: tuple[Box, ...] = (
     (0.5, -0.7, 0.6, 0.7), (-0.5, 0.6, 0.6, 0.7), (-0.5, -0.7, 0.6, -0.6),
 )  # fmt: skip
+HARD_MAZE_HALF_SIZE = 1.5
 GOAL = (1.3, 0.0)
 
 

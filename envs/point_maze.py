@@ -10,11 +10,12 @@ environment, internally for the vector one). The final (x, y) is the behavior de
 
 Observation (float32, 6): x, y and the distances to the nearest wall in +x, -x, +y and -y.
 
-``neuroes/DeceptiveMaze-v0`` is the hard maze of novelty search: the same robot inside a U-shaped
-trap open to the left (:data:`neuroes.envs.maze.HARD_MAZE`), rewarded for getting closer to a goal
-behind the trap's far wall (:data:`neuroes.envs.maze.GOAL`): each step's reward is the decrease
-of the distance to the goal, so the return is the start's distance minus the final one (the
-negative final distance plus a constant). Following the reward leads into the trap's far wall.
+``neuroes/DeceptiveMaze-v0`` is the hard maze of novelty search: the same robot in a 3 x 3 arena
+inside a U-shaped trap open to the left (:data:`neuroes.envs.maze.HARD_MAZE`), rewarded for
+getting closer to a goal behind the trap's far wall (:data:`neuroes.envs.maze.GOAL`): each step's
+reward is the decrease of the distance to the goal, so the return is the start's distance minus
+the final one (the negative final distance plus a constant). Following the reward leads into the
+trap's far wall.
 
 :class:`PointMazeVectorEnv` runs many robots in one numpy call. Sub-environment j reset with
 seed s starts exactly where ``PointMazeEnv().reset(seed=s)`` does and then matches it bitwise

@@ -23,15 +23,14 @@ def centered_ranks(x: Tensor) -> Tensor:
     if n < 2:
         return torch.zeros_like(x, dtype=torch.float32)
     flat = x.reshape(n, -1)
-    order = flat.argsort(dim=0, stable=True)
     ranks = torch.empty_like(flat, dtype=torch.float64)
-    ranks.scatter_(0, order, torch.arange(n, dtype=torch.float64).unsqueeze(1).expand_as(flat))
-    for column in range(flat.shape[1]):
+    positions = torch.arange(n, dtype=torch.float64).unsqueeze(1).expand_as(flat)
+    ranks.scatter_(0, flat.argsort(dim=0), positions)
+    for column in range(flat.shape[1]):  # tied values: their mean rank
         values, inverse = flat[:, column].unique(return_inverse=True)
-        if len(values) < n:
-            total = torch.zeros(len(values), dtype=torch.float64)
-            total.scatter_add_(0, inverse, ranks[:, column])
-            ranks[:, column] = (total / torch.bincount(inverse))[inverse]
+        total = torch.zeros(len(values), dtype=torch.float64)
+        total.scatter_add_(0, inverse, ranks[:, column])
+        ranks[:, column] = (total / torch.bincount(inverse))[inverse]
     return (ranks / (n - 1) - 0.5).to(torch.float32).reshape(x.shape)
 
 
@@ -56,7 +55,7 @@ def zscore(x: Tensor, eps: float = 1e-8) -> Tensor:
     """``(x - mean) / std`` along dim 0; a constant column maps to zeros, never NaN."""
     x = x.to(torch.float32) if not x.is_floating_point() else x
     centered = x - x.mean(0)
-    std = x.std(0, unbiased=False) if len(x) > 1 else torch.zeros_like(x[0])
+    std = x.std(0, unbiased=False)
     return centered / torch.clamp(std, min=eps) * (std > eps)
 
 

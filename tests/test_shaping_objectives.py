@@ -29,10 +29,25 @@ def test_centered_ranks_range_order_and_ties() -> None:
     torch.testing.assert_close(columns[:, 1], torch.zeros(3))
 
 
+def test_centered_ranks_of_small_and_integer_populations_are_float32() -> None:
+    torch.testing.assert_close(centered_ranks(torch.tensor([4, 2])), torch.tensor([0.5, -0.5]))
+    for n in (0, 1):
+        ranks = centered_ranks(torch.arange(n))
+        assert ranks.dtype == torch.float32 and torch.equal(ranks, torch.zeros(n))
+
+
 def test_zscore_handles_constant_values() -> None:
     z = zscore(torch.tensor([[1.0, 4.0], [3.0, 4.0]]))
     torch.testing.assert_close(z, torch.tensor([[-1.0, 0.0], [1.0, 0.0]]))
-    assert torch.isfinite(zscore(torch.ones(1))).all()
+    assert torch.equal(zscore(torch.ones(1, 2)), torch.zeros(1, 2))
+
+
+def test_zscore_keeps_float_precision_and_promotes_integers() -> None:
+    double = zscore(torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64))
+    assert double.dtype == torch.float64
+    torch.testing.assert_close(double, torch.tensor([-1.5, 0.0, 1.5]).double().div(1.5**0.5))
+    integers = zscore(torch.tensor([1, 3]))
+    assert integers.dtype == torch.float32 and torch.equal(integers, torch.tensor([-1.0, 1.0]))
 
 
 def test_weight_decay_gradient_is_minus_coefficient_times_mu() -> None:
