@@ -9,9 +9,10 @@ mutmut names a mutant after the module it imports (``neuroes.agents.normalizer.x
 runs in ``.mutation/``, a copy of the repository laid out as the installed package (``agents/``
 and ``envs/`` inside ``neuroes/``); mutmut keeps its results there, and a rerun only checks the
 mutants of functions that changed. The modules mutated and the tests left out (the README, the
-packaging and the Ray cluster) are in ``[tool.mutmut]`` of ``pyproject.toml``. Subprocesses
-(CLI runs, local workers) import the mutated package too (``PYTHONPATH``), so a mutant that only
-runs in a worker can still be killed. How to read the output: ``tests/README.md``.
+packaging and the Ray cluster) are in ``[tool.mutmut]`` of ``pyproject.toml``. Local workers
+run the mutant too (they inherit the import path), but the command lines that some tests start
+as subprocesses import the installed package: a mutant only they could catch survives. How to
+read the output: ``tests/README.md``.
 """
 
 from __future__ import annotations
@@ -56,10 +57,9 @@ def stage() -> None:
 
 
 def mutmut(*args: str) -> int:
-    """Run ``mutmut args`` in the stage, its mutated package first on every import path."""
-    env = dict(os.environ, PYTHONPATH=str(STAGE / "mutants"))
+    """Run ``mutmut args`` in the stage."""
     command = [str(Path(sys.executable).with_name("mutmut")), *args]
-    return subprocess.run(command, cwd=STAGE, env=env).returncode
+    return subprocess.run(command, cwd=STAGE).returncode
 
 
 def statuses() -> dict[str, dict[str, str]]:
