@@ -57,9 +57,11 @@ def stage() -> None:
 
 
 def mutmut(*args: str) -> int:
-    """Run ``mutmut args`` in the stage."""
+    """Run ``mutmut args`` in the stage, torch on one thread: mutmut forks a process per mutant,
+    and a process forked after OpenMP started its threads hangs at its first parallel loop."""
     command = [str(Path(sys.executable).with_name("mutmut")), *args]
-    return subprocess.run(command, cwd=STAGE).returncode
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    return subprocess.run(command, cwd=STAGE, env=env).returncode
 
 
 def statuses() -> dict[str, dict[str, str]]:

@@ -138,3 +138,17 @@ def test_categorical_gradient_moves_toward_the_best_choice() -> None:
         optimizer.step()
     assert logits.softmax(0).argmax().item() == 2
     assert logits.softmax(0)[2] > 0.8
+
+
+def test_entropies_equal_torch_distributions() -> None:
+    """The closed forms, summed over the event, against torch.distributions' per-variable ones;
+    Normal with a scalar and with a per-coordinate sigma."""
+    mu = torch.tensor([0.3, -1.0, 2.0])
+    for sigma in (0.5, torch.tensor([0.1, 1.0, 3.0])):
+        expected = torch.distributions.Normal(mu, sigma).entropy().sum()
+        torch.testing.assert_close(Normal(mu, sigma).entropy(), expected)
+    logits = torch.tensor([[-2.0, 0.0, 1.5], [0.5, 3.0, -1.0]])
+    expected = torch.distributions.Bernoulli(logits=logits).entropy().sum()
+    torch.testing.assert_close(Bernoulli(logits).entropy(), expected)
+    expected = torch.distributions.Categorical(logits=logits).entropy().sum()
+    torch.testing.assert_close(Categorical(logits).entropy(), expected)
