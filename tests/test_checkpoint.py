@@ -150,3 +150,13 @@ def test_format_1_checkpoints_load_and_resume_only_when_trusted(tmp_path, capsys
     assert train.main([*argv, "--generations", "3", "--trust"]) == 0
     resumed = checkpoint.read(Path(logdir) / "checkpoint.pt")  # today's format: no trust needed
     assert resumed["generation"] == 3 and resumed["policy"].options()["hidden"] == [8]
+
+
+@pytest.mark.parametrize(("squash", "box"), [(False, "clip"), (True, "tanh")])
+def test_format_1_box_policies_keep_their_squashing(squash, box):
+    """A version-1 head said ``squash``; the upgraded policy says ``box`` and keeps the weights."""
+    old = make_policy("mlp", Box(-1, 1, (3,)), Box(-2, 2, (2,)), hidden=[5])
+    old.head.squash = squash
+    upgraded = checkpoint._upgrade_policy(old)
+    assert upgraded.options() == {"box": box, "hidden": [5], "activation": "tanh"}
+    assert torch.equal(get_flat(upgraded), get_flat(old))

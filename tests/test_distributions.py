@@ -152,3 +152,53 @@ def test_entropies_equal_torch_distributions() -> None:
     torch.testing.assert_close(Bernoulli(logits).entropy(), expected)
     expected = torch.distributions.Categorical(logits=logits).entropy().sum()
     torch.testing.assert_close(Categorical(logits).entropy(), expected)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda g: MixtureNormal(torch.tensor([[-3.0, 0.0], [3.0, 1.0]]), 0.5, generator=g),
+        lambda g: Bernoulli(torch.tensor([0.5, -1.0, 2.0]), generator=g),
+        lambda g: Categorical(torch.tensor([[0.0, 1.0, 2.0], [1.0, 0.0, 0.0]]), generator=g),
+    ],
+    ids=["mixture", "bernoulli", "categorical"],
+)
+def test_samples_follow_the_generator_and_refuse_no_draws(make) -> None:
+    torch.manual_seed(0)  # a draw from the global generator would differ between the two
+    first = make(7).sample(64)
+    torch.manual_seed(1)
+    assert torch.equal(first, make(7).sample(64))
+    assert not torch.equal(first, make(8).sample(64))
+    assert make(0).sample(1).shape == first[:1].shape
+    with pytest.raises(ValueError, match="the number of samples must be positive, got 0"):
+        make(0).sample(0)
+
+
+def test_mixture_components_have_the_shared_spread_and_scalar_events() -> None:
+    p = MixtureNormal(torch.tensor([[-3.0], [3.0]]), 0.5, generator=0)
+    x = p.sample(20_000)
+    for side in (x[x < 0], x[x > 0]):
+        torch.testing.assert_close(side.std(), torch.tensor(0.5), atol=0.02, rtol=0)
+    scalar = MixtureNormal(torch.tensor([-3.0, 3.0]), 0.5, generator=0)  # (K,): scalar events
+    assert scalar.event_shape == () and scalar.sample(5).shape == (5,)
+    with pytest.raises(ValueError, match="mus must stack the component means on dimension 0"):
+        MixtureNormal(torch.tensor(1.0), 0.5)
+    with pytest.raises(ValueError, match=r"logits must have shape \(2,\), got \(3,\)"):
+        MixtureNormal(torch.tensor([-3.0, 3.0]), 0.5, logits=torch.zeros(3))
+    with pytest.raises(ValueError, match="sigma"):
+        MixtureNormal(torch.tensor([-3.0, 3.0]), -1.0)
+
+
+def test_discrete_log_probs_sum_over_events_of_any_shape() -> None:
+    logits = torch.tensor([[0.5, -1.0, 2.0], [0.0, 3.0, -2.0]])  # a (2, 3) event of 0/1 draws
+    x = Bernoulli(logits, generator=0).sample(5)
+    expected = torch.distributions.Bernoulli(logits=logits).log_prob(x).sum((1, 2))
+    torch.testing.assert_close(Bernoulli(logits).log_prob(x), expected)
+    torch.testing.assert_close(Bernoulli(logits).log_prob(x.long()), expected)  # 0/1 integers
+    logits = torch.randn(2, 3, 4, generator=torch.Generator().manual_seed(0))  # (2, 3) events
+    c = Categorical(logits, generator=0)
+    x = c.sample(5)
+    assert x.shape == (5, 2, 3)
+    expected = torch.distributions.Categorical(logits=logits).log_prob(x).sum((1, 2))
+    torch.testing.assert_close(c.log_prob(x), expected)
+    assert torch.equal(c.mode(), logits.argmax(-1))

@@ -14,7 +14,7 @@ from neuroes import Normal
 from neuroes.algorithms import NES
 from neuroes.objectives import fitness, maxent, maxvar, mix, silverman
 from neuroes.rollout import Rollouts
-from neuroes.shaping import centered_ranks, weight_decay, zscore
+from neuroes.shaping import SHAPINGS, centered_ranks, weight_decay, zscore
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import evograd_demos  # noqa: E402
@@ -40,6 +40,13 @@ def test_zscore_handles_constant_values() -> None:
     z = zscore(torch.tensor([[1.0, 4.0], [3.0, 4.0]]))
     torch.testing.assert_close(z, torch.tensor([[-1.0, 0.0], [1.0, 0.0]]))
     assert torch.equal(zscore(torch.ones(1, 2)), torch.zeros(1, 2))
+
+
+def test_no_shaping_keeps_float_precision_and_promotes_integers() -> None:
+    double = torch.tensor([3.0, -1.0], dtype=torch.float64)
+    assert SHAPINGS["none"](double) is double
+    integers = SHAPINGS["none"](torch.tensor([3, -1]))
+    assert integers.dtype == torch.float32 and torch.equal(integers, torch.tensor([3.0, -1.0]))
 
 
 def test_zscore_keeps_float_precision_and_promotes_integers() -> None:
