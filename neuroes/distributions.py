@@ -337,7 +337,7 @@ class TopK(Distribution):
 
     def mode(self) -> Tensor:
         """The most probable draw: the ``k`` largest logits, in decreasing order."""
-        return self.logits.detach().topk(self.k, dim=-1).indices
+        return self.logits.detach().topk(self.k).indices
 
 
 class Joint(Distribution):

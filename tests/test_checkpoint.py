@@ -160,3 +160,26 @@ def test_format_1_box_policies_keep_their_squashing(squash, box):
     upgraded = checkpoint._upgrade_policy(old)
     assert upgraded.options() == {"box": box, "hidden": [5], "activation": "tanh"}
     assert torch.equal(get_flat(upgraded), get_flat(old))
+
+
+def test_trusted_pickles_that_are_corrupt_or_foreign_are_one_line_errors(tmp_path):
+    truncated = tmp_path / "truncated.pkl"
+    truncated.write_bytes(FORMAT1.read_bytes()[:-100])
+    foreign = tmp_path / "foreign.pkl"
+    foreign.write_bytes(pickle.dumps({"weights": [1, 2]}, protocol=4))
+    cases = [
+        (truncated, f"checkpoint '{truncated}' is corrupt or truncated (UnpicklingError)"),
+        (foreign, f"'{foreign}' is not a neuroes checkpoint"),
+    ]
+    for bad, message in cases:
+        with pytest.raises(checkpoint.CheckpointError) as error:
+            checkpoint.read(bad, trust=True)
+        assert str(error.value) == message
+
+
+def test_format_1_normalizers_keep_their_clip_and_statistics():
+    old = ObservationNormalizer(3, clip=2.5)
+    old.update(4.0, torch.tensor([4.0, 8.0, -4.0]), torch.tensor([8.0, 20.0, 6.0]))
+    upgraded = checkpoint._upgrade_normalizer(old)
+    assert upgraded.clip == 2.5 and float(upgraded.count) == 4.0
+    assert torch.equal(upgraded.mean, old.mean) and torch.equal(upgraded.total_sq, old.total_sq)
