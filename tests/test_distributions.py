@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
 from neuroes import Bernoulli, Categorical, MixtureNormal, NoiseTable, Normal, expectation
+from neuroes.distributions import Joint, TopK
 
 
 def test_sample_shape_and_mirrored_pairs() -> None:
@@ -202,3 +205,32 @@ def test_discrete_log_probs_sum_over_events_of_any_shape() -> None:
     expected = torch.distributions.Categorical(logits=logits).log_prob(x).sum((1, 2))
     torch.testing.assert_close(c.log_prob(x), expected)
     assert torch.equal(c.mode(), logits.argmax(-1))
+
+
+def test_top_k_log_prob_is_plackett_luce_for_every_batch_row() -> None:
+    logits = torch.tensor([[0.0, 1.0, -1.0, 2.0], [3.0, 0.5, 0.0, -2.0]])
+    p = TopK(logits, 2, generator=0)
+    x = p.sample(6)
+    assert x.shape == (6, 2, 2) and torch.equal(p.mode(), torch.tensor([[3, 1], [0, 1]]))
+    expected = []
+    for draw in x.tolist():
+        total = 0.0
+        for row, (first, second) in zip(logits.tolist(), draw, strict=True):
+            rest = sum(math.exp(v) for i, v in enumerate(row) if i != first)
+            total += row[first] - math.log(sum(map(math.exp, row)))
+            total += row[second] - math.log(rest)
+        expected.append(total)
+    torch.testing.assert_close(p.log_prob(x), torch.tensor(expected))
+
+
+def test_joint_draws_are_floats_of_the_widest_part_and_split_back() -> None:
+    with pytest.raises(ValueError, match="a joint distribution needs at least one component"):
+        Joint()
+    indices, values = torch.tensor([[2], [0]]), torch.tensor([[0.5, -1.0], [1.5, 2.0]])
+    assert Joint.join(indices, indices).dtype == torch.float32
+    joined = Joint.join(indices, values.double())
+    assert joined.dtype == torch.float64
+    assert torch.equal(joined, torch.tensor([[2.0, 0.5, -1.0], [0.0, 1.5, 2.0]]).double())
+    joint = Joint(Categorical(torch.zeros(1, 3)), Normal(torch.zeros(2), 1.0))
+    first, second = joint.split(joined)
+    assert torch.equal(first, indices.double()) and torch.equal(second, values.double())
