@@ -322,7 +322,7 @@ class TopK(Distribution):
         logits = self.logits.detach()
         exponential = torch.empty((n, *logits.shape), dtype=logits.dtype, device=logits.device)
         gumbel = -exponential.exponential_(generator=self.generator).log()
-        return (logits + gumbel).topk(self.k, dim=-1).indices
+        return (logits + gumbel).topk(self.k).indices
 
     def log_prob(self, x: Tensor) -> Tensor:
         x = x.long()

@@ -163,8 +163,9 @@ def test_entropies_equal_torch_distributions() -> None:
         lambda g: MixtureNormal(torch.tensor([[-3.0, 0.0], [3.0, 1.0]]), 0.5, generator=g),
         lambda g: Bernoulli(torch.tensor([0.5, -1.0, 2.0]), generator=g),
         lambda g: Categorical(torch.tensor([[0.0, 1.0, 2.0], [1.0, 0.0, 0.0]]), generator=g),
+        lambda g: TopK(torch.tensor([[0.0, 1.0, 2.0], [1.0, 0.0, 0.0]]), 2, generator=g),
     ],
-    ids=["mixture", "bernoulli", "categorical"],
+    ids=["mixture", "bernoulli", "categorical", "top-k"],
 )
 def test_samples_follow_the_generator_and_refuse_no_draws(make) -> None:
     torch.manual_seed(0)  # a draw from the global generator would differ between the two
@@ -234,3 +235,14 @@ def test_joint_draws_are_floats_of_the_widest_part_and_split_back() -> None:
     joint = Joint(Categorical(torch.zeros(1, 3)), Normal(torch.zeros(2), 1.0))
     first, second = joint.split(joined)
     assert torch.equal(first, indices.double()) and torch.equal(second, values.double())
+
+
+def test_top_k_takes_one_to_all_categories() -> None:
+    logits = torch.tensor([0.0, 1.0, 2.0])
+    assert TopK(logits, 1).mode().tolist() == [2] and TopK(logits, 3).mode().tolist() == [2, 1, 0]
+    for k in (0, 4):
+        message = f"k must be between 1 and the number of categories, got k={k} for logits of "
+        with pytest.raises(ValueError, match=message + r"shape \(3,\)"):
+            TopK(logits, k)
+    with pytest.raises(ValueError, match=r"shape \(\)"):
+        TopK(torch.tensor(1.0), 1)
