@@ -183,3 +183,13 @@ def test_format_1_normalizers_keep_their_clip_and_statistics():
     upgraded = checkpoint._upgrade_normalizer(old)
     assert upgraded.clip == 2.5 and float(upgraded.count) == 4.0
     assert torch.equal(upgraded.mean, old.mean) and torch.equal(upgraded.total_sq, old.total_sq)
+
+
+def test_an_agent_makes_its_environment_with_the_saved_arguments(tmp_path):
+    env = gym.make("Pendulum-v1")
+    policy = make_policy("linear", env.observation_space, env.action_space)
+    path = tmp_path / "pendulum.pt"
+    saved = {"env_id": "Pendulum-v1", "env_kwargs": {"g": 3.5}, "config": {}, "generation": 0}
+    checkpoint.save(path, _payload(policy) | saved)
+    made = neuroes.load(path).make_env(render_mode="rgb_array")
+    assert made.unwrapped.g == 3.5 and made.render_mode == "rgb_array"
