@@ -43,12 +43,10 @@ def utilities(x: Tensor) -> Tensor:
     raw = (math.log(n / 2 + 1) - rank.log()).clamp(min=0)
     by_rank = raw / raw.sum() - 1 / n
     values = torch.empty(n, dtype=torch.float64)
-    values[x.argsort(descending=True, stable=True)] = by_rank
-    distinct, inverse = x.unique(return_inverse=True)
-    if len(distinct) < n:
-        total = torch.zeros(len(distinct), dtype=torch.float64).scatter_add_(0, inverse, values)
-        values = (total / torch.bincount(inverse))[inverse]
-    return values.to(torch.float32)
+    values[x.argsort(descending=True)] = by_rank
+    distinct, inverse = x.unique(return_inverse=True)  # tied scores: their mean utility
+    total = torch.zeros(len(distinct), dtype=torch.float64).scatter_add_(0, inverse, values)
+    return (total / torch.bincount(inverse))[inverse].to(torch.float32)
 
 
 def zscore(x: Tensor, eps: float = 1e-8) -> Tensor:

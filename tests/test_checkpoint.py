@@ -193,3 +193,24 @@ def test_an_agent_makes_its_environment_with_the_saved_arguments(tmp_path):
     checkpoint.save(path, _payload(policy) | saved)
     made = neuroes.load(path).make_env(render_mode="rgb_array")
     assert made.unwrapped.g == 3.5 and made.render_mode == "rgb_array"
+
+
+def test_a_recurrent_agent_carries_its_state_until_reset(tmp_path):
+    env = gym.make("Pendulum-v1")
+    torch.manual_seed(0)
+    policy = make_policy("gru", env.observation_space, env.action_space, hidden_size=8)
+    path = tmp_path / "gru.pt"
+    saved = {"env_id": "Pendulum-v1", "env_kwargs": {}, "config": {}, "generation": 0}
+    checkpoint.save(path, _payload(policy) | saved)
+    agent = neuroes.load(path)
+    observations = [env.observation_space.sample() for _ in range(5)]
+    first = [agent.act(o) for o in observations]
+    carried = [agent.act(o) for o in observations]
+    agent.reset()
+    assert np.array_equal(first, [agent.act(o) for o in observations])
+    assert not np.allclose(first, carried)
+    state, actions = policy.initial_state(1), []
+    for o in observations:  # the policy's own recurrence, one step at a time
+        out, state = policy(torch.as_tensor(o)[None, None], state)
+        actions.append(policy.head.to_numpy(policy.head(out))[0, 0])
+    np.testing.assert_allclose(first, actions, rtol=1e-5, atol=1e-6)

@@ -42,6 +42,20 @@ def test_zscore_handles_constant_values() -> None:
     assert torch.equal(zscore(torch.ones(1, 2)), torch.zeros(1, 2))
 
 
+def test_utilities_follow_wierstra_et_al_and_share_them_on_ties() -> None:
+    raw = [max(0.0, math.log(3) - math.log(k)) for k in (1, 2, 3, 4)]  # n = 4: ln(n/2 + 1)
+    by_rank = [r / sum(raw) - 0.25 for r in raw]  # the best first
+    shaped = SHAPINGS["utilities"](torch.tensor([0.0, 5.0, 2.0, -1.0]))
+    assert shaped.dtype == torch.float32
+    torch.testing.assert_close(
+        shaped, torch.tensor([by_rank[2], by_rank[0], by_rank[1], by_rank[3]])
+    )
+    tied = SHAPINGS["utilities"](torch.tensor([1.0, 1.0, 0.0, 2.0]))
+    middle = (by_rank[1] + by_rank[2]) / 2
+    torch.testing.assert_close(tied, torch.tensor([middle, middle, by_rank[3], by_rank[0]]))
+    assert abs(float(tied.sum())) < 1e-6
+
+
 def test_no_shaping_keeps_float_precision_and_promotes_integers() -> None:
     double = torch.tensor([3.0, -1.0], dtype=torch.float64)
     assert SHAPINGS["none"](double) is double
