@@ -185,13 +185,15 @@ def test_format_1_normalizers_keep_their_clip_and_statistics():
     assert torch.equal(upgraded.mean, old.mean) and torch.equal(upgraded.total_sq, old.total_sq)
 
 
-def test_an_agent_makes_its_environment_with_the_saved_arguments(tmp_path):
+def test_an_agent_holds_what_was_saved_and_makes_its_environment_with_it(tmp_path):
     env = gym.make("Pendulum-v1")
     policy = make_policy("linear", env.observation_space, env.action_space)
     path = tmp_path / "pendulum.pt"
-    saved = {"env_id": "Pendulum-v1", "env_kwargs": {"g": 3.5}, "config": {}, "generation": 0}
-    checkpoint.save(path, _payload(policy) | saved)
-    made = neuroes.load(path).make_env(render_mode="rgb_array")
+    saved = {"env_id": "Pendulum-v1", "env_kwargs": {"g": 3.5}, "config": {"seed": 3}}
+    checkpoint.save(path, _payload(policy) | saved | {"generation": 7, "eval_return": -12.5})
+    agent = neuroes.load(path)
+    assert (agent.config, agent.generation, agent.eval_return) == ({"seed": 3}, 7, -12.5)
+    made = agent.make_env(render_mode="rgb_array")
     assert made.unwrapped.g == 3.5 and made.render_mode == "rgb_array"
 
 
