@@ -41,7 +41,7 @@ def maxvar(behaviors: Tensor, sample: Tensor | Draws, p: Distribution) -> Tensor
     """
     behaviors = _as_matrix(behaviors, sample).detach()
     centered = behaviors - behaviors.mean(0)
-    scale = centered.pow(2).mean(0).mean().sqrt() if len(behaviors) > 1 else centered.new_zeros(())
+    scale = centered.pow(2).mean().sqrt()
     z = centered / torch.clamp(scale, min=1e-8) * (scale > 1e-8)
     return expectation(z.pow(2).sum(1), sample, p)
 

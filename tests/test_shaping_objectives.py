@@ -113,6 +113,17 @@ def test_maxvar_follows_the_total_variance_not_each_dimensions_own() -> None:
         assert torch.dot(direction, expected) > 0.9999, direction  # a 0.8 degree cone
 
 
+def test_maxvar_centers_each_dimension_and_is_zero_for_constant_behaviors() -> None:
+    mu = torch.zeros(2, requires_grad=True)
+    p = Normal(mu, 1.0, mirrored=True, generator=0)
+    x = p.sample(1000)
+    shifted = maxvar(x * torch.tensor([1.0, 10.0]) + torch.tensor([5.0, -30.0]), x, p)
+    assert shifted.item() == pytest.approx(2.0, rel=1e-4)  # the offsets change nothing
+    constant = maxvar(torch.full((1000, 2), 3.0), x, p)
+    constant.backward()
+    assert constant.item() == 0.0 and torch.equal(mu.grad, torch.zeros(2))
+
+
 @pytest.mark.parametrize("dims", [1, 2])
 @pytest.mark.parametrize("members", [20, 64, 200])
 def test_maxent_gradient_is_the_entropy_gradient(dims, members) -> None:
