@@ -433,3 +433,14 @@ def test_normalizer_statistics_clip_floor_and_state():
     copied = pickle.loads(pickle.dumps(norm))
     obs = torch.randn(4, 2)
     assert torch.equal(restored(obs), norm(obs)) and torch.equal(copied(obs), norm(obs))
+
+
+def test_normalizer_statistics_are_float64_sums_of_float32_observations() -> None:
+    """Sums of squares of float32 observations near 3000 lose the variance in float32."""
+    obs = (3000 + np.arange(4096) % 3).astype(np.float32).reshape(-1, 1)
+    count, total, total_sq = ObservationNormalizer.statistics(obs)
+    assert count == 4096 and total.dtype == total_sq.dtype == np.float64
+    assert total_sq[0] == np.square(obs.astype(np.float64)).sum()
+    norm = ObservationNormalizer(1, min_variance=1e-6)
+    norm.update(count, total, total_sq)
+    assert abs(float(norm.std[0]) - obs.astype(np.float64).std()) < 1e-4
