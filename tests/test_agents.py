@@ -444,3 +444,11 @@ def test_normalizer_statistics_are_float64_sums_of_float32_observations() -> Non
     norm = ObservationNormalizer(1, min_variance=1e-6)
     norm.update(count, total, total_sq)
     assert abs(float(norm.std[0]) - obs.astype(np.float64).std()) < 1e-4
+
+
+def test_normalizer_statistics_take_any_leading_shape() -> None:
+    obs = np.arange(24, dtype=np.float64).reshape(2, 3, 4)  # (steps, envs, dim)
+    count, total, total_sq = ObservationNormalizer.statistics(obs)
+    assert count == 6
+    assert np.array_equal(total, obs.reshape(6, 4).sum(0))
+    assert np.array_equal(total_sq, np.square(obs.reshape(6, 4)).sum(0))
