@@ -279,7 +279,7 @@ class Categorical(Distribution):
 
     def log_prob(self, x: Tensor) -> Tensor:
         log_probs = self.logits.log_softmax(-1).expand(len(x), *self.logits.shape)
-        chosen = log_probs.gather(-1, x.long().unsqueeze(-1)).squeeze(-1)
+        chosen = log_probs.gather(-1, x.long().unsqueeze(-1))
         return chosen.reshape(len(x), -1).sum(-1)
 
     def entropy(self) -> Tensor:

@@ -155,6 +155,9 @@ def test_entropies_equal_torch_distributions() -> None:
     torch.testing.assert_close(Bernoulli(logits).entropy(), expected)
     expected = torch.distributions.Categorical(logits=logits).entropy().sum()
     torch.testing.assert_close(Categorical(logits).entropy(), expected)
+    logits = torch.randn(2, 3, 4, generator=torch.Generator().manual_seed(1))  # (2, 3) variables
+    expected = torch.distributions.Categorical(logits=logits).entropy().sum()
+    torch.testing.assert_close(Categorical(logits).entropy(), expected)
 
 
 @pytest.mark.parametrize(
@@ -185,7 +188,7 @@ def test_mixture_components_have_the_shared_spread_and_scalar_events() -> None:
         torch.testing.assert_close(side.std(), torch.tensor(0.5), atol=0.02, rtol=0)
     scalar = MixtureNormal(torch.tensor([-3.0, 3.0]), 0.5, generator=0)  # (K,): scalar events
     assert scalar.event_shape == () and scalar.sample(5).shape == (5,)
-    with pytest.raises(ValueError, match="mus must stack the component means on dimension 0"):
+    with pytest.raises(ValueError, match="^mus must stack the component means on dimension 0$"):
         MixtureNormal(torch.tensor(1.0), 0.5)
     with pytest.raises(ValueError, match=r"logits must have shape \(2,\), got \(3,\)"):
         MixtureNormal(torch.tensor([-3.0, 3.0]), 0.5, logits=torch.zeros(3))
@@ -206,6 +209,10 @@ def test_discrete_log_probs_sum_over_events_of_any_shape() -> None:
     expected = torch.distributions.Categorical(logits=logits).log_prob(x).sum((1, 2))
     torch.testing.assert_close(c.log_prob(x), expected)
     assert torch.equal(c.mode(), logits.argmax(-1))
+    with pytest.raises(
+        ValueError, match="^logits must have the categories on their last dimension$"
+    ):
+        Categorical(torch.tensor(1.0))
 
 
 def test_top_k_log_prob_is_plackett_luce_for_every_batch_row() -> None:
@@ -225,7 +232,7 @@ def test_top_k_log_prob_is_plackett_luce_for_every_batch_row() -> None:
 
 
 def test_joint_draws_are_floats_of_the_widest_part_and_split_back() -> None:
-    with pytest.raises(ValueError, match="a joint distribution needs at least one component"):
+    with pytest.raises(ValueError, match="^a joint distribution needs at least one component$"):
         Joint()
     indices, values = torch.tensor([[2], [0]]), torch.tensor([[0.5, -1.0], [1.5, 2.0]])
     assert Joint.join(indices, indices).dtype == torch.float32
