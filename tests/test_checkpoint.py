@@ -152,13 +152,21 @@ def test_format_1_checkpoints_load_and_resume_only_when_trusted(tmp_path, capsys
     assert resumed["generation"] == 3 and resumed["policy"].options()["hidden"] == [8]
 
 
-@pytest.mark.parametrize(("squash", "box"), [(False, "clip"), (True, "tanh")])
-def test_format_1_box_policies_keep_their_squashing(squash, box):
-    """A version-1 head said ``squash``; the upgraded policy says ``box`` and keeps the weights."""
-    old = make_policy("mlp", Box(-1, 1, (3,)), Box(-2, 2, (2,)), hidden=[5])
+@pytest.mark.parametrize(
+    ("kind", "options", "squash", "expected"),
+    [
+        ("mlp", {"hidden": [5, 6]}, False, {"box": "clip", "hidden": [5, 6], "activation": "tanh"}),
+        ("mlp", {"hidden": [5]}, True, {"box": "tanh", "hidden": [5], "activation": "tanh"}),
+        ("gru", {"hidden_size": 7}, False, {"box": "clip", "hidden_size": 7}),
+    ],
+)
+def test_format_1_box_policies_keep_their_options(kind, options, squash, expected):
+    """A version-1 head said ``squash``; the upgraded policy says ``box``, keeps its layers and
+    its weights."""
+    old = make_policy(kind, Box(-1, 1, (3,)), Box(-2, 2, (2,)), **options)
     old.head.squash = squash
     upgraded = checkpoint._upgrade_policy(old)
-    assert upgraded.options() == {"box": box, "hidden": [5], "activation": "tanh"}
+    assert upgraded.options() == expected
     assert torch.equal(get_flat(upgraded), get_flat(old))
 
 
