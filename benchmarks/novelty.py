@@ -1,6 +1,6 @@
 """Novelty search against NES on the hard maze: who escapes the trap and reaches the goal?
 
-    python benchmarks/novelty.py                  # 4 algorithms x 5 seeds, about 15 minutes
+    python benchmarks/novelty.py                  # 4 algorithms x 5 seeds, about 18 minutes
     python benchmarks/novelty.py --seeds 0 --generations 20 --jobs 1    # a smoke test
 
 ``neuroes/DeceptiveMaze-v0`` rewards getting closer to a goal behind a U-shaped trap; following
