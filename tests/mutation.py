@@ -38,6 +38,7 @@ LAYOUT = {
     "setup.cfg": "setup.cfg",
 }
 KILLED = {"killed", "timeout", "segfault", "caught by type check"}
+UNCHECKED = {"not checked", "skipped"}
 
 
 def stage() -> None:
@@ -88,7 +89,7 @@ def score() -> None:
 
 
 def _row(name: str, counts: Counter[str]) -> None:
-    checked = sum(n for status, n in counts.items() if status not in {"not checked", "skipped"})
+    checked = sum(n for status, n in counts.items() if status not in UNCHECKED)
     killed = sum(counts[status] for status in KILLED)
     others = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()) if s not in KILLED)
     fraction = f"{killed / checked:.1%}" if checked else "-"
@@ -99,7 +100,7 @@ def survivors() -> None:
     """Print every checked mutant that no test killed, with its diff."""
     for by_mutant in statuses().values():
         for mutant, status in by_mutant.items():
-            if status not in KILLED | {"not checked", "skipped"}:
+            if status not in KILLED | UNCHECKED:
                 print(f"## {mutant} ({status})", flush=True)
                 mutmut("show", mutant)
 

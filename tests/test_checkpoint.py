@@ -198,7 +198,7 @@ def test_an_agent_holds_what_was_saved_and_makes_its_environment_with_it(tmp_pat
     policy = make_policy("linear", env.observation_space, env.action_space)
     path = tmp_path / "pendulum.pt"
     saved = {"env_id": "Pendulum-v1", "env_kwargs": {"g": 3.5}, "config": {"seed": 3}}
-    checkpoint.save(path, _payload(policy) | saved | {"generation": 7, "eval_return": -12.5})
+    checkpoint.save(path, _payload(policy, **saved, generation=7, eval_return=-12.5))
     agent = neuroes.load(path)
     assert (agent.config, agent.generation, agent.eval_return) == ({"seed": 3}, 7, -12.5)
     made = agent.make_env(render_mode="rgb_array")
@@ -211,7 +211,7 @@ def test_a_recurrent_agent_carries_its_state_until_reset(tmp_path):
     policy = make_policy("gru", env.observation_space, env.action_space, hidden_size=8)
     path = tmp_path / "gru.pt"
     saved = {"env_id": "Pendulum-v1", "env_kwargs": {}, "config": {}, "generation": 0}
-    checkpoint.save(path, _payload(policy) | saved)
+    checkpoint.save(path, _payload(policy, **saved))
     agent = neuroes.load(path)
     observations = [env.observation_space.sample() for _ in range(5)]
     first = [agent.act(o) for o in observations]
