@@ -64,16 +64,29 @@ def encode(message: tuple) -> bytes:
 def _serve(
     spec: bytes, conn: Connection, table: NoiseTable | None, values: torch.Tensor | None
 ) -> None:
-    """A worker process: build the evaluator once, then evaluate shards until the pipe closes.
+    """A worker process: :func:`answer` until the pipe closes. Ctrl-C is left to the learner.
+    The process ends with ``os._exit``: the interpreter's teardown of torch and the simulators
+    takes most of a second and has nothing to save."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        answer(spec, conn, table, values)
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
+
+
+def answer(
+    spec: bytes, conn: Connection, table: NoiseTable | None, values: torch.Tensor | None
+) -> None:
+    """Build the evaluator once, then evaluate shards until the pipe closes.
 
     Messages in: ``("publish", Broadcast)`` and ``("shard", Shard)``; out: ``("ready", pid)``,
-    then one ``ShardEvaluator.run`` answer per shard. Ctrl-C is left to the learner. The
-    process ends with ``os._exit``: the interpreter's teardown of torch and the simulators takes
-    most of a second and has nothing to save.
+    then one ``ShardEvaluator.run`` answer per shard, or one ``("failed", WorkerError)`` if the
+    evaluator cannot be built. ``values``: the learner's noise table, mapped rather than built.
     """
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
     if values is not None:
-        table.adopt(values)  # the learner's noise table, mapped rather than built again
+        table.adopt(values)
     elif table is not None:
         table.values()  # built before "ready": not inside a shard's deadline
     try:
@@ -89,10 +102,6 @@ def _serve(
         pass
     except Exception as error:  # building the evaluator failed, or reading a broadcast
         conn.send_bytes(encode(("failed", WorkerError(f"{type(error).__name__}: {error}"))))
-    finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(0)
 
 
 class LocalWorkers(Pool):

@@ -6,8 +6,11 @@ mid-evaluation, and report an environment error with the member's row in the who
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
+import multiprocessing
 import os
+import pickle
 import signal
 import sys
 import threading
@@ -23,10 +26,11 @@ from neuroes import checkpoint, train
 from neuroes.agents import ObservationNormalizer, get_flat, make_policy
 from neuroes.algorithms import NES
 from neuroes.config import Config
+from neuroes.noise import NoiseTable
 from neuroes.population import Population
 from neuroes.rollout import RolloutError, Rollouts
-from neuroes.shards import WorkerSpec
-from neuroes.workers import InProcess, LocalWorkers
+from neuroes.shards import ShardEvaluator, WorkerError, WorkerSpec, split
+from neuroes.workers import InProcess, LocalWorkers, answer, encode
 
 FIELDS = ("returns", "lengths", "behaviors", "steps", "observation_sum", "observation_sum_sq")
 
@@ -114,6 +118,56 @@ def test_training_with_two_workers_gives_the_same_run(tmp_path, request) -> None
         assert saved["env_steps"] == other["env_steps"]
 
 
+@pytest.mark.parametrize("seeded", [True, False])
+def test_a_worker_answers_each_shard_until_its_pipe_closes(seeded) -> None:
+    """The worker's side in this process: the answers to a broadcast and its shards join into
+    the single-process evaluation; the noise table is the learner's, mapped, not rebuilt."""
+    policy, normalizer = _policy("CartPole-v1"), _normalizer("CartPole-v1")
+    population = NES(get_flat(policy), 0.5, popsize=10, lr=0.1).ask()
+    if not seeded:
+        population = Population(population.thetas)
+    seeds = np.arange(10) * 3
+    spec = WorkerSpec("CartPole-v1", policy)
+    broadcast, shards = split(population, seeds, 2, None, normalizer, shard_size=4)
+    table = values = None  # the learner's noise table values, under another table's key:
+    if seeded:
+        table, values = NoiseTable(population.table.size, seed=11), population.table.values()
+    ours, theirs = multiprocessing.Pipe()
+    worker = threading.Thread(target=answer, args=(pickle.dumps(spec), theirs, table, values))
+    threads = torch.get_num_threads()
+    worker.start()
+    try:
+        assert ours.poll(60) and pickle.loads(ours.recv_bytes()) == ("ready", os.getpid())
+        assert torch.get_num_threads() == 1, "a worker evaluates on one thread"
+        ours.send_bytes(encode(("publish", broadcast)))
+        parts = []
+        for shard in shards:
+            ours.send_bytes(encode(("shard", shard)))
+            assert ours.poll(60)
+            status, rollouts = pickle.loads(ours.recv_bytes())
+            assert status == "done", rollouts
+            parts.append(rollouts)
+    finally:
+        ours.close()
+        worker.join(timeout=60)
+        torch.set_num_threads(threads)
+    assert not worker.is_alive(), "the worker should stop when its pipe closes"
+    assert_same(
+        Rollouts.concatenate(parts),
+        InProcess(spec, normalizer).evaluate(population, seeds, 2, None),
+    )
+    assert not seeded or table.values() is values
+
+
+def test_a_worker_that_cannot_build_its_evaluator_says_why() -> None:
+    ours, theirs = multiprocessing.Pipe()
+    spec = pickle.dumps(WorkerSpec("NoSuchEnv-v0", _policy("CartPole-v1")))
+    answer(spec, theirs, None, None)
+    status, error = pickle.loads(ours.recv_bytes())
+    assert status == "failed" and isinstance(error, WorkerError)
+    assert str(error).startswith("ValueError: unknown environment 'NoSuchEnv-v0'")
+
+
 def _trap_pendulum(folder: str):
     """A Pendulum factory whose episodes started from seed 99 raise at step 3, and which, once
     the file ``armed`` exists in ``folder``, stalls at its first step after writing its process
@@ -187,6 +241,27 @@ def test_an_environment_error_names_the_member_in_the_whole_population(traps) ->
     # The backend stays usable: the abandoned evaluation's results are dropped.
     good = backend.evaluate(population, 1, 1, 20)
     assert_same(good, InProcess(spec, None).evaluate(population, 1, 1, 20))
+
+
+def test_a_shard_reports_errors_with_the_global_row(tmp_path) -> None:
+    threads = torch.get_num_threads()
+    try:
+        worker = ShardEvaluator(WorkerSpec(_trap_pendulum(str(tmp_path)), _policy("Pendulum-v1")))
+    finally:
+        torch.set_num_threads(threads)
+    population = Population(
+        NES(get_flat(worker.evaluator.policy), 0.5, popsize=8, lr=0.1).ask().thetas
+    )
+    broadcast, shards = split(population, np.r_[[1] * 5, 99, 1, 1], 1, 20, None, shard_size=4)
+    worker.publish(broadcast)
+    assert worker.run(shards[0])[0] == "done"
+    status, error = worker.run(shards[1])  # member 5 is row 1 of the shard 4-7
+    assert status == "failed" and isinstance(error, RolloutError)
+    assert str(error).startswith("member 5, episode 0: environment raised RuntimeError")
+    wrong = dataclasses.replace(shards[0], thetas=np.zeros((4, 3), np.float32))
+    status, error = worker.run(wrong)
+    assert status == "failed" and type(error) is WorkerError
+    assert str(error).startswith("worker raised RuntimeError: shape")
 
 
 def test_ray_missing_is_one_line_naming_the_extra(monkeypatch, capsys, tmp_path) -> None:
