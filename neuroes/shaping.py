@@ -62,9 +62,10 @@ def identity(x: Tensor) -> Tensor:
     return x.to(torch.float32) if not x.is_floating_point() else x
 
 
-def weight_decay(mu: Tensor, coefficient: float) -> Tensor:
-    """The L2 term ``-0.5 * coefficient * ||mu||^2`` to add to a maximized objective."""
-    return -0.5 * coefficient * mu.pow(2).sum()
+def weight_decay(mu: Tensor, coefficient: float | Tensor) -> Tensor:
+    """The L2 term ``-0.5 * sum(coefficient * mu**2)`` to add to a maximized objective; the
+    coefficient is a number or one per parameter."""
+    return -0.5 * (coefficient * mu.pow(2)).sum()
 
 
 SHAPINGS: dict[str, Callable[[Tensor], Tensor]] = {

@@ -50,8 +50,9 @@ def minimize(algorithm, f, generations: int) -> list[float]:
     return values
 
 
-def snes_by_hand(mu, sigma, z, returns):
-    """One SNES step (Schaul et al., 2011, Algorithm 2), in float64."""
+def snes_by_hand(mu, sigma, z, returns, c=0.0):
+    """One SNES step (Schaul et al., 2011, Algorithm 2), in float64; weight decay ``c`` adds
+    ``-c * mu / sigma`` to the mean's gradient, so ``-c * sigma * mu`` to its natural step."""
     n, d = z.shape
     s = (z - mu) / sigma
     k = np.arange(1, n + 1)
@@ -60,17 +61,18 @@ def snes_by_hand(mu, sigma, z, returns):
     u[np.argsort(-returns, kind="stable")] = raw / raw.sum() - 1 / n
     grad_mu, grad_sigma = u @ s, u @ (s**2 - 1)
     eta_sigma = (3 + math.log(d)) / (5 * math.sqrt(d))
-    return mu + 1.0 * sigma * grad_mu, sigma * np.exp(eta_sigma / 2 * grad_sigma)
+    return mu + sigma * (grad_mu - c * mu), sigma * np.exp(eta_sigma / 2 * grad_sigma)
 
 
-def test_snes_steps_are_the_papers() -> None:
-    snes = SNES(MU0, 0.3, 6, seed=4)
+@pytest.mark.parametrize("c", [0.0, 0.2])
+def test_snes_steps_are_the_papers(c) -> None:
+    snes = SNES(MU0, 0.3, 6, weight_decay=c, seed=4)
     mu, sigma = MU0.double().numpy(), np.full(4, 0.3)
     for _ in range(2):  # the second step starts from a sigma that differs per parameter
         population = snes.ask()
         returns = quadratic(population.thetas)
         snes.tell(population, returns)
-        mu, sigma = snes_by_hand(mu, sigma, population.thetas.double().numpy(), returns)
+        mu, sigma = snes_by_hand(mu, sigma, population.thetas.double().numpy(), returns, c)
         np.testing.assert_allclose(snes.mean.numpy(), mu, rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(snes.log_sigma.detach().exp().numpy(), sigma, rtol=1e-5)
     assert len(set(sigma.round(8))) == 4

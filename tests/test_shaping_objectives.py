@@ -75,6 +75,9 @@ def test_weight_decay_gradient_is_minus_coefficient_times_mu() -> None:
     mu = torch.tensor([1.0, -2.0], requires_grad=True)
     weight_decay(mu, 0.1).backward()
     torch.testing.assert_close(mu.grad, torch.tensor([-0.1, 0.2]))
+    mu.grad = None
+    weight_decay(mu, torch.tensor([0.1, 0.3])).backward()  # one coefficient per parameter
+    torch.testing.assert_close(mu.grad, torch.tensor([-0.1, 0.6]))
 
 
 def test_fitness_gradient_points_uphill() -> None:

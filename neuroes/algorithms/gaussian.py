@@ -175,7 +175,7 @@ class GaussianES:
 
     def decay(self) -> Tensor:
         """The weight-decay term of the objective (module docstring)."""
-        return shaping.weight_decay(self.mu, self.weight_decay / self.sigma)
+        return shaping.weight_decay(self.mu, self.weight_decay / self.log_sigma.detach().exp())
 
     def tell(self, population: Population, results: Results) -> dict[str, float]:
         """One optimizer step on ``-objective``; returns scalars worth logging."""
@@ -242,10 +242,6 @@ class DiagonalES(GaussianES):
     def step_sigma(self, gradient: Tensor) -> Tensor:
         """The new log-sigma from ``gradient``, the objective's gradient in log-sigma."""
         raise NotImplementedError
-
-    def decay(self) -> Tensor:
-        sigma = self.log_sigma.detach().exp()
-        return -0.5 * (self.weight_decay / sigma * self.mu.pow(2)).sum()
 
     def precondition(self) -> None:
         with torch.no_grad():
