@@ -187,6 +187,42 @@ def test_environment_faults_name_the_member_and_step(fault, message) -> None:
         evaluate(lambda: _Faulty(fault), policy, _population(policy, 2))
 
 
+class _FaultAtSeed(gym.Wrapper):
+    """Pendulum whose episodes started from seed ``100 + k`` raise at step k."""
+
+    def reset(self, *, seed=None, options=None):
+        self.t, self.at = 0, seed - 100 if seed is not None and seed >= 100 else None
+        return super().reset(seed=seed, options=options)
+
+    def step(self, action):
+        self.t += 1
+        if self.t == self.at:
+            raise RuntimeError("simulator exploded")
+        return super().step(action)
+
+
+@pytest.mark.parametrize("threads, chunk_bytes", [(1, None), (2, None), (1, 1), (2, 1)])
+def test_the_error_reported_is_the_one_a_single_batch_meets_first(threads, chunk_bytes) -> None:
+    """Members 1, 3 and 4 fail at steps 5, 2 and 2: whatever the shards (threads) and chunks,
+    the error is the earliest step's, of its lowest member."""
+    policy = _policy("Pendulum-v1")
+    evaluator = Evaluator(lambda: _FaultAtSeed(gym.make("Pendulum-v1")), policy, threads=threads)
+    if chunk_bytes is not None:
+        evaluator.chunk_bytes = chunk_bytes  # one member per chunk
+    message = "member 3, episode 0: environment raised RuntimeError: simulator exploded at step 2"
+    with pytest.raises(RolloutError, match=message):
+        evaluator.evaluate(_population(policy, 6), seed=[0, 105, 0, 102, 102, 0])
+
+
+def test_evaluate_once_is_an_evaluator_from_seed_0() -> None:
+    policy, thetas = _policy("CartPole-v1"), _population(_policy("CartPole-v1"), 4)
+    once = evaluate("CartPole-v1", policy, thetas, 2, max_steps=60, descriptor=None)
+    again = Evaluator("CartPole-v1", policy, descriptor=None).evaluate(thetas, 2, 60, seed=0)
+    assert once.behaviors.shape == (4, 0) and len(np.unique(once.returns)) > 1
+    np.testing.assert_array_equal(once.returns, again.returns)
+    np.testing.assert_array_equal(once.observation_sum, again.observation_sum)
+
+
 def test_bad_input_is_rejected() -> None:
     policy = _policy("Pendulum-v1")
     with pytest.raises(ValueError, match="unknown environment 'NoSuchEnv-v0'"):

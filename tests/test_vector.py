@@ -26,6 +26,7 @@ from neuroes.envs.vector.pendulum import PendulumBatch
 from neuroes.rollout import Evaluator, RolloutError, Rollouts
 
 mujoco = pytest.importorskip("mujoco")
+from neuroes.envs.vector.locomotion import TASKS, InvertedPendulum  # noqa: E402
 from neuroes.envs.vector.mujoco_batch import MujocoBatch  # noqa: E402
 
 # InvertedDoublePendulum and Reacher observe numpy's sin/cos of a batch, whose SIMD kernels may
@@ -47,20 +48,33 @@ CASES = [
     ("Ant-v5", {}, 0.0, "both"),
     (
         "Ant-v5",
-        {"include_cfrc_ext_in_observation": False, "healthy_z_range": (0.3, 0.8)},
+        {
+            "include_cfrc_ext_in_observation": False,
+            "healthy_z_range": (0.3, 0.8),
+            "exclude_current_positions_from_observation": False,
+        },
         0,
         "both",
     ),
     ("Humanoid-v5", {}, 0.0, "both"),
     (
         "Humanoid-v5",
-        {"include_cinert_in_observation": False, "contact_cost_weight": 1e-3},
+        {
+            "include_cinert_in_observation": False,
+            "contact_cost_weight": 1e-3,
+            "exclude_current_positions_from_observation": False,
+        },
         0,
         "both",
     ),
     ("InvertedPendulum-v5", {}, 0.0, "early"),
     ("InvertedDoublePendulum-v5", {}, RELATIVE_TOLERANCE, "early"),
-    ("Reacher-v5", {"reward_control_weight": 0.5}, RELATIVE_TOLERANCE, "limit"),
+    (
+        "Reacher-v5",
+        {"reward_control_weight": 0.5, "reward_dist_weight": 2.0},
+        RELATIVE_TOLERANCE,
+        "limit",
+    ),
 ]
 
 
@@ -163,6 +177,33 @@ def test_mujoco_batch_and_evaluator_match_gymnasium(env_id, kwargs, rtol, ends) 
     for k, name in enumerate(("observation_sum", "observation_sum_sq")):
         expected = np.stack([s[k] for s in sums]).reshape(MEMBERS, EPISODES, -1).sum(1)
         np.testing.assert_allclose(getattr(result, name), expected, rtol=rtol, atol=0)
+
+
+@pytest.mark.parametrize("env_id", ["InvertedDoublePendulum-v5", "Reacher-v5", "Ant-v5"])
+def test_observations_of_extreme_states_match_gymnasium(env_id) -> None:
+    """States that short episodes never reach (joint speeds past InvertedDoublePendulum's clip
+    at 10, Ant's contact forces past its clip at 1): the task observes each state set in
+    Gymnasium's environment as the environment does."""
+    env = gym.make(env_id).unwrapped
+    env.reset(seed=0)
+    task, rng = TASKS[type(env)](env), np.random.default_rng(0)
+    speed = force = 0.0
+    for _ in range(4):
+        qvel = rng.normal(0.0, 30.0, env.model.nv)
+        env.set_state(env.init_qpos + rng.normal(0.0, 0.5, env.model.nq), qvel)
+        mujoco.mj_rnePostConstraint(env.model, env.data)  # the contact forces, as a step does
+        frames = {name: np.array(get(env.data))[None] for name, get in task.fields.items()}
+        observed = task.observe(frames)[0]
+        np.testing.assert_allclose(observed, env._get_obs(), rtol=RELATIVE_TOLERANCE, atol=0)
+        speed, force = max(speed, np.abs(qvel).max()), max(force, np.abs(env.data.cfrc_ext).max())
+    assert speed > 10 and (env_id != "Ant-v5" or force > 1)
+
+
+def test_inverted_pendulum_ends_the_rows_whose_state_is_not_finite() -> None:
+    frames = {"qpos": np.array([[0.0, 0.1], [0.0, 0.1], [0.0, 0.3]]), "qvel": np.zeros((3, 2))}
+    frames["qvel"][1, 0] = np.nan
+    rewards, terminated = InvertedPendulum(None).reward(frames, None, np.zeros((3, 1)))
+    assert terminated.tolist() == [False, True, True] and rewards.tolist() == [1.0, 0.0, 0.0]
 
 
 def _same(a: Rollouts, b: Rollouts) -> None:
