@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -15,7 +17,7 @@ from neuroes.agents import (
     make_policy,
     num_params,
 )
-from neuroes.rollout import Evaluator, RolloutError, evaluate
+from neuroes.rollout import Evaluator, RolloutError, default_threads, evaluate
 
 
 def _population(policy, n: int, seed: int = 0, scale: float = 0.5) -> torch.Tensor:
@@ -221,6 +223,16 @@ def test_evaluate_once_is_an_evaluator_from_seed_0() -> None:
     assert once.behaviors.shape == (4, 0) and len(np.unique(once.returns)) > 1
     np.testing.assert_array_equal(once.returns, again.returns)
     np.testing.assert_array_equal(once.observation_sum, again.observation_sum)
+
+
+def test_default_threads_are_the_cores_this_process_may_use(monkeypatch) -> None:
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {3, 5, 7}, raising=False)
+    assert default_threads() == 3
+    monkeypatch.delattr(os, "sched_getaffinity")  # macOS and Windows
+    monkeypatch.setattr(os, "cpu_count", lambda: 6)
+    assert default_threads() == 6
+    monkeypatch.setattr(os, "cpu_count", lambda: None)  # undetermined
+    assert default_threads() == 1
 
 
 def test_bad_input_is_rejected() -> None:

@@ -52,6 +52,8 @@ CASES = [
             "include_cfrc_ext_in_observation": False,
             "healthy_z_range": (0.3, 0.8),
             "exclude_current_positions_from_observation": False,
+            "forward_reward_weight": 2.0,
+            "healthy_reward": 0.5,
         },
         0,
         "both",
@@ -179,24 +181,54 @@ def test_mujoco_batch_and_evaluator_match_gymnasium(env_id, kwargs, rtol, ends) 
         np.testing.assert_allclose(getattr(result, name), expected, rtol=rtol, atol=0)
 
 
-@pytest.mark.parametrize("env_id", ["InvertedDoublePendulum-v5", "Reacher-v5", "Ant-v5"])
-def test_observations_of_extreme_states_match_gymnasium(env_id) -> None:
-    """States that short episodes never reach (joint speeds past InvertedDoublePendulum's clip
-    at 10, Ant's contact forces past its clip at 1): the task observes each state set in
-    Gymnasium's environment as the environment does."""
-    env = gym.make(env_id).unwrapped
+def _gymnasium_outcome(env, velocity: float, action: np.ndarray) -> tuple[float, bool]:
+    """The reward and termination that ``env``'s step computes from its current state, the
+    rewarded coordinate having moved at ``velocity``."""
+    name = type(env).__name__
+    if name == "InvertedPendulumEnv":
+        obs = env._get_obs()
+        terminated = bool(not np.isfinite(obs).all() or np.abs(obs[1]) > 0.2)
+        return float(not terminated), terminated
+    if name == "InvertedDoublePendulumEnv":
+        x, _, y = env.data.site_xpos[0]
+        return env._get_rew(x, y, bool(y <= 1))[0], bool(y <= 1)
+    if name == "ReacherEnv":
+        return env._get_rew(action)[0], False
+    terminated = hasattr(env, "is_healthy") and not env.is_healthy and env._terminate_when_unhealthy
+    return env._get_rew(velocity, action)[0], terminated
+
+
+@pytest.mark.parametrize("env_id, kwargs, rtol, ends", CASES)
+def test_tasks_compute_what_gymnasium_computes_from_any_state(env_id, kwargs, rtol, ends) -> None:
+    """States that short episodes never reach, one row each: heights and angles on both sides
+    of every healthy range, speeds from 1 to 300 (past the observations' clips at 10 and
+    Hopper's state range of 100), contact forces past Ant's clip, and a non-finite row. The
+    task's observations, rewards and terminations of the whole batch equal those Gymnasium
+    computes from each state."""
+    env = gym.make(env_id, **kwargs).unwrapped
     env.reset(seed=0)
     task, rng = TASKS[type(env)](env), np.random.default_rng(0)
-    speed = force = 0.0
-    for _ in range(4):
-        qvel = rng.normal(0.0, 30.0, env.model.nv)
+    frames, velocities, actions, expected = [], rng.normal(0.0, 2.0, 16), [], []
+    for row in range(16):
+        qvel = rng.normal(0.0, 1.0, env.model.nv) * 10.0 ** rng.uniform(0.0, 2.5)
         env.set_state(env.init_qpos + rng.normal(0.0, 0.5, env.model.nq), qvel)
         mujoco.mj_rnePostConstraint(env.model, env.data)  # the contact forces, as a step does
-        frames = {name: np.array(get(env.data))[None] for name, get in task.fields.items()}
-        observed = task.observe(frames)[0]
-        np.testing.assert_allclose(observed, env._get_obs(), rtol=RELATIVE_TOLERANCE, atol=0)
-        speed, force = max(speed, np.abs(qvel).max()), max(force, np.abs(env.data.cfrc_ext).max())
-    assert speed > 10 and (env_id != "Ant-v5" or force > 1)
+        if row == 3:
+            env.data.qvel[0] = np.nan
+        action = rng.uniform(-1.0, 1.0, env.model.nu).astype(np.float32)
+        env.data.ctrl[:] = action
+        frames.append({name: np.array(get(env.data)) for name, get in task.fields.items()})
+        expected.append((env._get_obs(), *_gymnasium_outcome(env, velocities[row], action)))
+        actions.append(action)
+    f = {name: np.stack([frame[name] for frame in frames]) for name in task.fields}
+    velocity = None if task.progress(f) is None else velocities
+    rewards, terminated = task.reward(f, velocity, np.stack(actions))
+    observations, gym_rewards, gym_terminated = map(np.array, zip(*expected, strict=True))
+    np.testing.assert_allclose(task.observe(f), observations, rtol=rtol, atol=0)
+    np.testing.assert_allclose(rewards, gym_rewards, rtol=rtol, atol=0)
+    np.testing.assert_array_equal(terminated, gym_terminated)
+    if ends != "limit":
+        assert 0 < gym_terminated.mean() < 1, "the states should end some episodes, not all"
 
 
 def test_inverted_pendulum_ends_the_rows_whose_state_is_not_finite() -> None:
