@@ -104,17 +104,20 @@ def test_bad_plain_fitness_is_a_one_line_error() -> None:
         Rollouts.of(np.zeros(3), np.zeros((4, 2)))
 
 
+@pytest.mark.parametrize("generations", [0, 2])
 @pytest.mark.parametrize("name", NAMES)
-def test_state_round_trips_through_a_checkpoint(name, tmp_path) -> None:
-    """A restored algorithm asks for the same population and makes the same update."""
+def test_state_round_trips_through_a_checkpoint(name, generations, tmp_path) -> None:
+    """A restored algorithm asks for the same population and makes the same update, saved
+    before its first generation or after some."""
     setup, options = _toy_setup(12), SMALL.get(name, {})
     algorithm = make_algorithm(name, setup, options)
-    _fitness_gain(algorithm, 2)
+    _fitness_gain(algorithm, generations)
     path = tmp_path / "state.pt"
     payload = {"policy": setup.policy, "normalizer": None, "algorithm": algorithm.state_dict()}
     checkpoint.save(path, payload)
     restored = make_algorithm(name, setup, options)
     restored.load_state_dict(checkpoint.read(path)["algorithm"])
+    assert torch.equal(algorithm.mean, restored.mean)
     for copy in (algorithm, restored):
         _fitness_gain(copy, 1)
     assert torch.equal(algorithm.ask().thetas, restored.ask().thetas)

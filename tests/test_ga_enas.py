@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import re
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -255,6 +256,17 @@ def test_checkpoint_loads_and_plays_the_saved_policy(short_run) -> None:
     returns, _ = render.play(agent, 1, seed=11)
     evaluator = Evaluator("CartPole-v1", agent.policy, normalizer=agent.normalizer)
     assert returns[0] == evaluator.evaluate(expected.unsqueeze(0), 1, None, 11).returns[0]
+
+
+def test_a_genetic_algorithm_state_of_neuroes_0_1_is_refused_in_one_line() -> None:
+    ga = make_algorithm("ga", Setup(_policy(), popsize=8, sigma=0.1), {"parents": 2})
+    old = {"init": 5, "genomes": [(5,)] * 8, "has_elite": False, "generator": None}
+    message = (
+        "this genetic algorithm state was saved by neuroes 0.1, whose first generation mutated "
+        "one network; it cannot be resumed (its saved policy still loads)"
+    )
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        ga.load_state_dict(old)
 
 
 def test_first_generation_members_build_the_same_on_evaluator_threads() -> None:
