@@ -259,7 +259,8 @@ def test_checkpoint_loads_and_plays_the_saved_policy(short_run) -> None:
 
 
 def test_a_genetic_algorithm_state_of_neuroes_0_1_is_refused_in_one_line() -> None:
-    ga = make_algorithm("ga", Setup(_policy(), popsize=8, sigma=0.1), {"parents": 2})
+    options = {"parents": 2, "elite_candidates": 2}
+    ga = make_algorithm("ga", Setup(_policy(), popsize=8, sigma=0.1), options)
     old = {"init": 5, "genomes": [(5,)] * 8, "has_elite": False, "generator": None}
     message = (
         "this genetic algorithm state was saved by neuroes 0.1, whose first generation mutated "
