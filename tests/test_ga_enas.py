@@ -162,6 +162,9 @@ def test_partition_space_shares_one_weight_per_partition() -> None:
     for k, (layer, assigned) in enumerate(zip(space.layers, parts, strict=True)):
         assert torch.equal(theta[layer.weight], weights[0, 3 * k : 3 * k + 3][assigned])
         assert len(theta[layer.weight].unique()) <= 3
+    options = {"topology": "partition", "partitions": 3}
+    enas = make_algorithm("enas", Setup(policy, popsize=8, sigma=0.1), options)
+    assert enas.space.partitions == 3 and enas.space.dim == space.dim
 
 
 def test_k_edge_draws_give_the_exact_gradient_of_a_set_function() -> None:

@@ -76,10 +76,10 @@ def rebuild(
     initialize: Initialize,
     sigma: float,
     table: NoiseTable,
-    memo: dict | None = None,
+    memo: dict,
 ) -> Tensor:
-    """The vector (d,) of ``genome``; ``memo`` shares work between genomes with common parts."""
-    memo = {} if memo is None else memo
+    """The vector (d,) of ``genome``; ``memo`` (a dict, empty at first) shares work between
+    genomes with common parts."""
     if id(genome) not in memo:
         origin, *mutations = genome
         if isinstance(origin, tuple):
