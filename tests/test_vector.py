@@ -273,7 +273,10 @@ def test_which_environments_take_a_batch_and_which_fall_back() -> None:
     assert _kind(lambda: gym.make("HalfCheetah-v5")) is EnvList  # a user factory
     assert _kind("HalfCheetah-v5", descriptor=lambda env: env.unwrapped.data.qpos[:2]) is EnvList
     assert type(make_batch("CartPole-v1")) is CartPoleBatch
-    assert type(make_batch("Pendulum-v1")) is PendulumBatch
+    pendulum = make_batch("Pendulum-v1")
+    assert type(pendulum) is PendulumBatch
+    pendulum.reset(np.arange(3))
+    assert pendulum.positions(np.array([0, 2])).shape == (2, 0)  # it has no descriptor
     assert type(make_batch("neuroes/PointMaze-v0")) is SeededVector
     assert type(make_batch("MountainCarContinuous-v0")) is EnvList
 
