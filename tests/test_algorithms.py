@@ -18,6 +18,7 @@ from gymnasium.spaces import Box
 from neuroes import checkpoint, train
 from neuroes.agents import get_flat, make_policy
 from neuroes.algorithms import ALGORITHMS, Setup, make_algorithm, option_names
+from neuroes.algorithms.base import option
 from neuroes.config import Config
 from neuroes.presets import GENERIC, PRESETS
 from neuroes.rollout import Rollouts
@@ -75,6 +76,19 @@ def _toy_setup(popsize: int = 40) -> Setup:
         torch.manual_seed(0)
         policy = make_policy("linear", Box(-1, 1, (4,)), Box(-1, 1, (2,)))
     return Setup(policy, popsize=popsize, sigma=0.3, seed=1)
+
+
+def test_an_option_is_a_field_with_its_default_help_and_argparse_extras() -> None:
+    @dataclasses.dataclass
+    class Options:
+        shaping: str = option("fitness shaping", "ranks", choices=("ranks", "none"))
+
+    (field,) = dataclasses.fields(Options)
+    assert Options().shaping == "ranks"
+    assert dict(field.metadata) == {"help": "fitness shaping", "choices": ("ranks", "none")}
+    for mutable in ([8], {"a": 1}):
+        with pytest.raises(TypeError, match="^option defaults must be immutable: use a tuple$"):
+            option("hidden sizes", mutable)
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -196,6 +210,6 @@ def test_help_lists_each_algorithms_options_under_its_name(capsys) -> None:
         elif line.startswith("  --"):
             section[line.split()[0].rstrip(",")] = heading
     for name in NAMES:
-        for option in option_names(name):
-            heading = section["--" + option.replace("_", "-")]
+        for option_name in option_names(name):
+            heading = section["--" + option_name.replace("_", "-")]
             assert name in heading.removeprefix("options of ").split(", "), (name, heading)
