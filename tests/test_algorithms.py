@@ -7,6 +7,7 @@ training run exactly, and give the same run on two worker processes as in one pr
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import math
 from pathlib import Path
 
@@ -71,11 +72,34 @@ TOY = {"maxvar": _spread_gain, "maxent": _spread_gain,
        "ns": _spread_gain, "nsr": _fitness_gain, "nsra": _fitness_gain}  # fmt: skip
 
 
-def _toy_setup(popsize: int = 40) -> Setup:
+def _toy_setup(popsize: int = 40, seed: int = 1) -> Setup:
     with torch.random.fork_rng():
         torch.manual_seed(0)
         policy = make_policy("linear", Box(-1, 1, (4,)), Box(-1, 1, (2,)))
-    return Setup(policy, popsize=popsize, sigma=0.3, seed=1)
+    return Setup(policy, popsize=popsize, sigma=0.3, seed=seed)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_the_constructor_defaults_are_the_options_defaults(name) -> None:
+    """An algorithm built directly (``NES(mu, sigma, popsize)``) gets the defaults that the
+    registry and the command line document."""
+    cls, defaults = ALGORITHMS[name], {}
+    for klass in reversed(cls.__mro__):  # a subclass's default overrides its base's
+        if "__init__" in vars(klass):
+            for p in inspect.signature(vars(klass)["__init__"]).parameters.values():
+                if p.default is not p.empty:
+                    defaults[p.name] = p.default
+    for field in dataclasses.fields(cls.Options):  # none for CMA: pycma's own defaults
+        if field.name in defaults:
+            assert defaults[field.name] == field.default, field.name
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_the_seed_decides_the_population(name) -> None:
+    def asked(seed: int) -> torch.Tensor:
+        return make_algorithm(name, _toy_setup(12, seed), SMALL.get(name, {})).ask().thetas
+
+    assert torch.equal(asked(1), asked(1)) and not torch.equal(asked(1), asked(2))
 
 
 def test_an_option_is_a_field_with_its_default_help_and_argparse_extras() -> None:

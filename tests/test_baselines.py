@@ -203,18 +203,23 @@ def test_ars_keeps_the_top_directions_and_divides_by_their_std() -> None:
     expected = MU0.double().numpy() + 0.05 * step
     np.testing.assert_allclose(ars.mean.numpy(), expected, rtol=1e-5, atol=1e-6)
     # Other returns of the dropped directions, and any affine change of the returns (the std
-    # division), give the same step.
-    for changed in ([0.5, 0.9, 5.0, 2.0, 0.0, 7.0, -3.0, 2.0], 3 * returns + 100):
+    # division), give the same step; equal returns give none.
+    for changed in ([0.5, 0.9, 5.0, 2.0, 0.0, 7.0, -3.0, 2.0], 3 * returns + 100, returns / 100):
         again = ARS(MU0, 0.1, 8, lr=0.05, top=2, seed=0)
         again.tell(again.ask(), np.asarray(changed))
         np.testing.assert_allclose(again.mean.numpy(), ars.mean.numpy(), rtol=1e-5, atol=1e-6)
+    flat = ARS(MU0, 0.1, 8, lr=0.05, top=2, seed=0)
+    flat.tell(flat.ask(), np.full(8, 4.0))
+    assert torch.equal(flat.mean, MU0)
 
 
 def test_ars_uses_every_direction_by_default_and_checks_top() -> None:
     ars = ARS(MU0, 0.1, 8, seed=0)
     assert ars.top == 4
-    with pytest.raises(ValueError, match=r"top must be between 1 and popsize / 2 \(4 dir"):
-        ARS(MU0, 0.1, 8, top=5)
+    assert ARS(MU0, 0.1, 8, top=1).top == 1
+    for top in (0, 5):
+        with pytest.raises(ValueError, match=r"top must be between 1 and popsize / 2 \(4 dir"):
+            ARS(MU0, 0.1, 8, top=top)
 
 
 @pytest.mark.parametrize("cls", [CMA, SepCMA])
@@ -233,7 +238,10 @@ def test_cma_resumes_exactly_from_a_checkpoint(cls, tmp_path) -> None:
     path = tmp_path / "cma.pt"
     checkpoint.save(path, {"policy": policy, "normalizer": None, "algorithm": whole.state_dict()})
     resumed = cls(torch.ones(D), 0.5, 8, seed=3)
+    asked = resumed.ask()
     resumed.load_state_dict(checkpoint.read(path)["algorithm"])
+    with pytest.raises(ValueError, match="the population it asked last"):
+        resumed.tell(asked, np.zeros(8))  # asked before the state was loaded
     for algorithm in (whole, resumed):
         minimize(algorithm, ellipsoid, 40)
     assert torch.equal(whole.ask().thetas, resumed.ask().thetas)

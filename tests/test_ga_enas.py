@@ -194,14 +194,30 @@ def test_controller_gradient_moves_probability_toward_the_best_mask() -> None:
                      controller_lr=0.2, seed=3)  # fmt: skip
     target = [0, 2, 4]  # the best mask: fitness counts its edges
     before = _set_probability(algorithm.controller(), target)
+    logged = []
     for _ in range(30):
         population = algorithm.ask()
         hits = torch.isin(population.topologies.long(), torch.tensor(target)).sum(1)
-        scalars = algorithm.tell(population, _rollouts(hits.numpy()))
+        logged.append(algorithm.tell(population, _rollouts(hits.numpy())))
     after = _set_probability(algorithm.controller(), target)
     assert before == pytest.approx(1 / 20) and after > 0.5
     assert sorted(algorithm.topology.long().tolist()) == target
-    assert scalars["enas/controller_entropy"] < math.log(6 * 5 * 4)
+    first, last = logged[0], logged[-1]  # uniform at first: 6 * 5 * 4 equally likely draws
+    assert first["enas/controller_entropy"] == pytest.approx(math.log(6 * 5 * 4))
+    assert last["enas/controller_entropy"] < first["enas/controller_entropy"]
+    assert first["enas/controller_grad_norm"] > 0
+    assert (last["enas/edges_used"], last["enas/edge_fraction"]) == (3.0, 0.5)
+
+
+@pytest.mark.parametrize("mirrored", [True, False])
+def test_mirrored_pairs_share_their_topology_and_unmirrored_members_draw_their_own(mirrored):
+    policy = make_policy("linear", Box(-1, 1, (3,)), Discrete(2))
+    algorithm = ENAS(get_flat(policy), 0.1, 40, 0.05, mirrored=mirrored,
+                     space=EdgeSpace(policy, 0.5), seed=3)  # fmt: skip
+    topologies = algorithm.ask().topologies
+    assert len(topologies) == 40
+    same = (topologies[0::2] == topologies[1::2]).all(1)
+    assert same.all() if mirrored else not same.all()
 
 
 # Training: short runs, checkpoints, resume

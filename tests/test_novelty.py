@@ -99,6 +99,8 @@ def test_nsra_weight_follows_the_papers_schedule_on_scripted_returns() -> None:
         assert logged["novelty/reward_weight"] == used
         weights.append(nsra.weight)
     assert weights == pytest.approx(expected)
+    impatient = make_algorithm("nsra", Setup(policy, 8, 0.1), {"patience": 1, "weight_delta": 1})
+    assert (impatient.patience, impatient.weight_delta) == (1, 1)
 
 
 # A cup open to the left around the start: the reward (progress in +x) leads into its far wall.
@@ -152,6 +154,9 @@ def test_novelty_search_reaches_places_of_a_trap_that_nes_does_not() -> None:
         (["--agents", "0"], "error: agents must be at least 1, got 0"),
         (["--neighbors", "0"], "error: neighbors must be at least 1, got 0"),
         (["--descriptor", "none"], "error: novelty search needs behaviors and got none"),
+        (["--algo", "nsra", "--patience", "0"], "error: patience must be at least 1, got 0"),
+        (["--algo", "nsra", "--weight-delta", "0"], "error: weight_delta must be in (0, 1], "),
+        (["--algo", "nsra", "--weight-delta", "1.5"], "error: weight_delta must be in (0, 1], "),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(flags, message, capsys, tmp_path) -> None:

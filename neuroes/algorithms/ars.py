@@ -78,5 +78,5 @@ class ARS(GaussianES):
         weights = torch.zeros_like(returns).view(-1, 2)
         if std > 0:
             scale = len(returns) / self.top * self.sigma / std
-            weights[kept] = (used - used.mean()) * scale
+            weights[kept] = used * scale
         return expectation(weights.flatten().float(), sample, p)

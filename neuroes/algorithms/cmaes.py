@@ -140,7 +140,7 @@ class CMA:
     def load_state_dict(self, state: dict) -> None:
         for path, value in state["pycma"].items():
             _set(self.es, path, _from_data(value))
-        self.es._updateBDfromSM(self.es.sm)
+        self.es._updateBDfromSM()  # pycma's B and D from the sampler's state
         self.es.timer = ElapsedWCTime()  # pycma starts its clock at its first ask
         self.rng.bit_generator.state = state["rng"]
         self.candidates = None
@@ -159,8 +159,8 @@ def _get(obj: Any, path: str) -> Any:
 
 
 def _set(obj: Any, path: str, value: Any) -> None:
-    *parents, name = path.split(".")
-    setattr(_get(obj, ".".join(parents)) if parents else obj, name, value)
+    parent, _, name = path.rpartition(".")
+    setattr(_get(obj, parent) if parent else obj, name, value)
 
 
 def _to_data(value: Any) -> Any:
