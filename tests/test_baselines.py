@@ -75,6 +75,8 @@ def test_snes_steps_are_the_papers(c) -> None:
         mu, sigma = snes_by_hand(mu, sigma, population.thetas.double().numpy(), returns, c)
         np.testing.assert_allclose(snes.mean.numpy(), mu, rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(snes.log_sigma.detach().exp().numpy(), sigma, rtol=1e-5)
+        pairs = population.thetas[0::2] + population.thetas[1::2]
+        assert not torch.allclose(pairs, 2 * population.thetas.mean(0)), "SNES does not mirror"
     assert len(set(sigma.round(8))) == 4
 
 
@@ -111,6 +113,15 @@ def test_pgpe_step_is_the_papers(sigma_lr) -> None:
     np.testing.assert_allclose(pgpe.log_sigma.detach().exp().numpy(), sigma, rtol=1e-5)
     if sigma_lr == 1000.0:
         assert np.allclose(np.abs(sigma / 0.3 - 1), 0.2)
+
+
+def test_pgpe_mirrors_and_bounds_the_change_of_sigma() -> None:
+    population = PGPE(MU0, 0.3, 8, seed=4).ask()
+    assert torch.allclose(population.thetas[0::2] + population.thetas[1::2], 2 * MU0)
+    assert PGPE(MU0, 0.3, 8, sigma_max_change=0.99).sigma_max_change == 0.99
+    for bad in (0.0, 1.0, 1.5):
+        with pytest.raises(ValueError, match=rf"^sigma_max_change must be in \(0, 1\), got {bad}$"):
+            PGPE(MU0, 0.3, 8, sigma_max_change=bad)
 
 
 def test_pgpe_with_clipup_first_moves_the_mean_by_lr_along_the_paper_step() -> None:

@@ -47,10 +47,11 @@ def _initialize(dim: int):
 
 
 def test_ga_elite_is_the_best_candidate_after_re_evaluation_and_parents_are_the_top() -> None:
-    calls = []
+    calls, evaluated = [], []
 
     def evaluate(thetas, episodes, seed):
         calls.append((len(thetas), episodes))
+        evaluated.append(thetas)
         return _rollouts(_toy_fitness(thetas))
 
     ga = GeneticAlgorithm(_initialize(6), 0.5, 12, parents=3, elite_candidates=4,
@@ -73,9 +74,10 @@ def test_ga_elite_is_the_best_candidate_after_re_evaluation_and_parents_are_the_
     # elite's training episode was its worst.
     population = ga.ask()
     training = _toy_fitness(population.thetas)
-    training[0] = -1e9
+    training[0], training[1] = -1e9, 1e9
     ga.tell(population, _rollouts(training))
     others = [i for i in np.argsort(-training, kind="stable") if i != 0][:3]
+    assert torch.equal(evaluated[-1], population.thetas[[0, *others]]) and others[0] == 1
     true = _toy_fitness(population.thetas)
     best = max([0, *others], key=lambda i: true[i])
     assert calls[-1] == (4, 7) and torch.equal(ga.mean, population.thetas[best])
@@ -104,7 +106,8 @@ def test_ga_mutates_every_member_but_the_elite_and_genomes_rebuild_them_exactly(
     for _ in range(6):
         population = ga.ask()
         old = population.thetas.clone()
-        ga.tell(population, _rollouts(_toy_fitness(old)))
+        scalars = ga.tell(population, _rollouts(_toy_fitness(old)))
+        assert scalars["ga/elite_env_steps"] == 0  # no evaluator: no re-evaluation
         elite_fitness.append(_toy_fitness(ga.mean.unsqueeze(0))[0])
         assert torch.equal(ga.vectors[0], old[np.argmax(_toy_fitness(old))])
         children = ga.vectors[1:]

@@ -3,6 +3,7 @@ agents, NSRA's weight schedule, and escaping a trap that holds NES."""
 
 from __future__ import annotations
 
+import itertools
 import math
 import sys
 from pathlib import Path
@@ -101,6 +102,27 @@ def test_nsra_weight_follows_the_papers_schedule_on_scripted_returns() -> None:
     assert weights == pytest.approx(expected)
     impatient = make_algorithm("nsra", Setup(policy, 8, 0.1), {"patience": 1, "weight_delta": 1})
     assert (impatient.patience, impatient.weight_delta) == (1, 1)
+
+
+@pytest.mark.parametrize("algo", ["ns", "nsra"])
+def test_each_update_records_only_the_chosen_agents_behavior_and_return(algo) -> None:
+    played = itertools.count()
+
+    def evaluate(thetas, episodes, seed) -> Rollouts:  # the c-th mean played: at (c, -c)
+        c = float(next(played))
+        return Rollouts.of([c], [[c, -c]])
+
+    policy = make_policy("linear", Box(-1, 1, (4,)), Box(-1, 1, (2,)))
+    algorithm = make_algorithm(algo, Setup(policy, 8, 0.1, evaluate=evaluate), {"agents": 3})
+    for _ in range(6):
+        population = algorithm.ask()
+        chosen, expected = algorithm.chosen, algorithm.behaviors.clone()
+        algorithm.tell(population, Rollouts.of(torch.zeros(8), population.thetas[:, :2]))
+        c = float(len(algorithm.archive) - 1)
+        expected[chosen] = torch.tensor([c, -c])
+        assert torch.equal(algorithm.behaviors, expected)
+        assert torch.equal(algorithm.archive[-1], expected[chosen])
+        assert algorithm.returns[chosen] == c and algorithm.leader == chosen
 
 
 # A cup open to the left around the start: the reward (progress in +x) leads into its far wall.

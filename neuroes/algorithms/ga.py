@@ -233,7 +233,7 @@ class GeneticAlgorithm:
             candidates = ranked[: self.elite_candidates]
         scores, elite_steps = returns[candidates].numpy(), 0
         if self.evaluate is not None and self.elite_episodes:
-            seed = int(torch.randint(0, 2**31, (1,), generator=self.generator))
+            seed = int(torch.randint(2**31, (1,), generator=self.generator))
             extra = self.evaluate(self.brood(torch.tensor(candidates)), self.elite_episodes, seed)
             scores, elite_steps = extra.returns, extra.env_steps
         elite = candidates[int(np.argmax(scores))]

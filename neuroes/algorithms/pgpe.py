@@ -8,10 +8,10 @@ For directions ``eps_k`` drawn with per-parameter ``sigma`` and shaped returns `
 ``sigma += alpha_sigma * mean_k(((f+ + f-) / 2 - b) * (eps_k^2 - sigma^2) / sigma)``,
 its score-function gradients times the per-parameter step size ``sigma^2``. Both gradients come
 out of one :func:`neuroes.expectation` of ``f - b``; :class:`DiagonalES` scales them. As in
-evotorch and the ClipUp paper, the baseline ``b`` is the generation's mean shaped return (zero
-for centered ranks), and one step may change each sigma by at most ``sigma_max_change`` of its
-value (0.2, after Ha, 2017); the paper normalizes returns by the best seen and keeps a moving
-average baseline instead.
+evotorch and the ClipUp paper, the baseline ``b`` is the generation's mean shaped return, zero
+for centered ranks (so ``f - b`` is ``f``), and one step may change each sigma by at most
+``sigma_max_change`` of its value (0.2, after Ha, 2017); the paper normalizes returns by the
+best seen and keeps a moving average baseline instead.
 """
 
 from __future__ import annotations
@@ -62,8 +62,7 @@ class PGPE(DiagonalES):
         return 0.1
 
     def objective(self, rollouts: Rollouts, sample: Tensor, p: Normal) -> Tensor:
-        shaped = centered_ranks(returns_tensor(rollouts))
-        return expectation(shaped - shaped.mean(), sample, p)
+        return expectation(centered_ranks(returns_tensor(rollouts)), sample, p)
 
     def step_sigma(self, gradient: Tensor) -> Tensor:
         """``sigma + sigma_lr * sigma * gradient`` (the step above: the log-sigma gradient is
