@@ -62,13 +62,16 @@ def test_ga_elite_is_the_best_candidate_after_re_evaluation_and_parents_are_the_
     training[np.argmax(true)] = -1e9  # a noisy episode hides the best member
     training[np.argsort(true)[0]] = 1e9  # and flatters the worst
     old_genomes, old = list(ga.genomes), population.thetas.clone()
-    ga.tell(population, _rollouts(training))
+    scalars = ga.tell(population, _rollouts(training))
     assert calls == [(4, 7)]
     candidates = np.argsort(-training, kind="stable")[:4]
     elite = candidates[np.argmax(true[candidates])]
     assert torch.equal(ga.vectors[0], old[elite]) and torch.equal(ga.mean, old[elite])
     top = [elite, *(i for i in np.argsort(-training, kind="stable") if i != elite)][:3]
     assert {g[:-1] for g in ga.genomes[1:]} <= {old_genomes[i] for i in top}
+    assert scalars["ga/parents_return_mean"] == pytest.approx(training[top].mean())
+    assert scalars["ga/genome_length"] == 1  # the elite is an initialization, not yet mutated
+    assert scalars["ga/elite_env_steps"] == 4  # the toy rollouts: one step per candidate
 
     # Later generations: the previous elite (member 0) and the 3 best others, even when the
     # elite's training episode was its worst.

@@ -310,6 +310,7 @@ def test_wrong_shaped_actions_fail_as_in_gymnasium() -> None:
     with pytest.raises(EnvFailure) as batched:
         batch.step(np.zeros((3, 2), dtype=np.float32), np.ones(3, dtype=bool))
     assert batched.value.what == str(batched.value) == f"raised ValueError: {single.value}"
+    assert batched.value.index == 0  # every row has the wrong shape: the first is reported
     with pytest.raises(ValueError, match=r"maps 17 observations to actions of shape \(6,\); "):
         Evaluator("Hopper-v5", _policy("HalfCheetah-v5"))
 
