@@ -281,6 +281,36 @@ def test_which_environments_take_a_batch_and_which_fall_back() -> None:
     assert type(make_batch("MountainCarContinuous-v0")) is EnvList
 
 
+def test_pendulum_batch_clips_torques_as_gymnasium_does() -> None:
+    batch, seeds = make_batch("Pendulum-v1"), np.array([0, 1, 2])
+    batch.reset(seeds)
+    actions = np.array([[5.0], [-5.0], [0.5]], dtype=np.float32)  # the limit is 2
+    obs, rewards, _, _ = batch.step(actions, np.ones(3, dtype=bool))
+    for j, seed in enumerate(seeds.tolist()):
+        env = gym.make("Pendulum-v1")
+        env.reset(seed=seed)
+        expected_obs, expected_reward, *_ = env.step(actions[j])
+        np.testing.assert_allclose(obs[j], expected_obs, rtol=RELATIVE_TOLERANCE, atol=0)
+        assert rewards[j] == pytest.approx(expected_reward, rel=RELATIVE_TOLERANCE, abs=0)
+
+
+def test_a_simulator_error_names_its_row(monkeypatch) -> None:
+    batch = make_batch("Hopper-v5")
+    batch.reset(np.arange(3))
+    step = mujoco.mj_step
+
+    def failing(model, data, skip):
+        if data is batch.active[1]:
+            raise mujoco.FatalError("mj_stackAlloc: insufficient memory")
+        step(model, data, skip)
+
+    monkeypatch.setattr(mujoco, "mj_step", failing)
+    with pytest.raises(EnvFailure) as failure:
+        batch.step(np.zeros((3, 3), dtype=np.float32), np.ones(3, dtype=bool))
+    assert failure.value.index == 1
+    assert failure.value.what == "raised FatalError: mj_stackAlloc: insufficient memory"
+
+
 def test_a_fallback_gives_the_same_results() -> None:
     policy = _policy("HalfCheetah-v5")
     thetas = _population(policy, 3)
