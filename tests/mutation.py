@@ -4,6 +4,7 @@
     python tests/mutation.py "neuroes.shaping.*"       # the mutants of one module (mutmut globs)
     python tests/mutation.py --score                   # the last results, per module
     python tests/mutation.py --survivors               # the surviving mutants, with their diffs
+    python tests/mutation.py --recheck                 # the survivors again, after new tests
 
 mutmut names a mutant after the module it imports (``neuroes.agents.normalizer.x_...``), so it
 runs in ``.mutation/``, a copy of the repository laid out as the installed package (``agents/``
@@ -96,13 +97,21 @@ def _row(name: str, counts: Counter[str]) -> None:
     print(f"{name:<40} {checked:>8} {killed:>7} {fraction:>7}  {others}")
 
 
+def surviving() -> list[str]:
+    """The checked mutants that no test killed."""
+    return [
+        mutant
+        for by_mutant in statuses().values()
+        for mutant, status in by_mutant.items()
+        if status not in KILLED | UNCHECKED
+    ]
+
+
 def survivors() -> None:
-    """Print every checked mutant that no test killed, with its diff."""
-    for by_mutant in statuses().values():
-        for mutant, status in by_mutant.items():
-            if status not in KILLED | UNCHECKED:
-                print(f"## {mutant} ({status})", flush=True)
-                mutmut("show", mutant)
+    """Print every surviving mutant with its diff."""
+    for mutant in surviving():
+        print(f"## {mutant}", flush=True)
+        mutmut("show", mutant)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -111,13 +120,22 @@ def main(argv: list[str] | None = None) -> int:
     report = cli.add_mutually_exclusive_group()
     report.add_argument("--score", action="store_true", help="print the last results")
     report.add_argument("--survivors", action="store_true", help="print the survivors' diffs")
+    report.add_argument(
+        "--recheck",
+        action="store_true",
+        help="run the surviving mutants again (mutmut keeps a result until its function changes)",
+    )
     cli.add_argument("--jobs", type=int, default=os.cpu_count(), help="mutants at a time")
     args = cli.parse_args(argv)
     if args.score or args.survivors:
         (score if args.score else survivors)()
         return 0
+    mutants = surviving() if args.recheck else args.mutants
+    if args.recheck and not mutants:
+        print("no surviving mutants to check again")
+        return 0
     stage()
-    code = mutmut("run", "--max-children", str(args.jobs), *args.mutants)
+    code = mutmut("run", "--max-children", str(args.jobs), *mutants)
     score()
     return code
 
