@@ -42,13 +42,11 @@ class Population:
     ) -> None:
         if [thetas is not None, mu is not None, build is not None].count(True) != 1:
             raise ValueError("a population holds one of: thetas, mu and seeds, or build")
-        if build is not None and seeds is None and index is None:
-            raise ValueError("a built population needs its members' seeds or index")
+        if build is not None and index is None:
+            raise ValueError("a built population needs the indices of its members")
         self.vectors, self.seeds, self.signs, self.topologies = thetas, seeds, signs, topologies
         self.mu, self.sigma, self.table = mu, sigma, table
         self.build = build
-        if build is not None and index is None:
-            index = torch.arange(len(seeds))
         self.index = index  # the members of ``build`` that this population holds
 
     @property

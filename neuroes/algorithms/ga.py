@@ -217,10 +217,7 @@ class GeneticAlgorithm:
         return torch.randint(0, 2**62, (n,), generator=self.generator)
 
     def ask(self) -> Population:
-        signs = torch.ones(self.popsize, dtype=torch.int8)
-        signs[0] = 0 if self.has_elite else 1
-        newest = torch.tensor(self._newest())
-        return Population(seeds=newest, signs=signs, build=self.brood)
+        return Population(build=self.brood, index=torch.arange(self.popsize))
 
     def tell(self, population: Population, results: Results) -> dict[str, float]:
         """Select the elite and the parents, and breed the next population."""
