@@ -286,6 +286,7 @@ def test_pendulum_batch_clips_torques_as_gymnasium_does() -> None:
     batch.reset(seeds)
     actions = np.array([[5.0], [-5.0], [0.5]], dtype=np.float32)  # the limit is 2
     obs, rewards, _, _ = batch.step(actions, np.ones(3, dtype=bool))
+    assert obs.dtype == batch.observation_space.dtype == np.float32
     for j, seed in enumerate(seeds.tolist()):
         env = gym.make("Pendulum-v1")
         env.reset(seed=seed)
