@@ -1,6 +1,6 @@
 """Novelty search against NES on the hard maze: who escapes the trap and reaches the goal?
 
-    python benchmarks/novelty.py                  # 4 algorithms x 5 seeds, about 18 minutes
+    python benchmarks/novelty.py                  # 4 algorithms x 5 seeds, about 13 minutes
     python benchmarks/novelty.py --seeds 0 --generations 20 --jobs 1    # a smoke test
 
 ``neuroes/DeceptiveMaze-v0`` rewards getting closer to a goal behind a U-shaped trap; following
@@ -65,7 +65,7 @@ def positions(run_dir: Path) -> np.ndarray:
 def main(argv: list[str] | None = None) -> int:
     cli = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     cli.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
-    cli.add_argument("--generations", type=int, default=1100, help="budget per run")
+    cli.add_argument("--generations", type=int, default=1500, help="budget per run")
     cli.add_argument("--popsize", type=int, default=100)
     cli.add_argument("--radius", type=float, default=0.2, help="goal radius")
     cli.add_argument("--jobs", type=int, default=2, help="runs at a time (one per core)")

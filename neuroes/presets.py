@@ -88,7 +88,7 @@ PRESETS: dict[str | tuple[str, str], dict] = {
         "sigma": 0.1,
         "lr": 0.05,
         "hidden": (16,),
-        "generations": 1100,
+        "generations": 1500,
     },
 }
 
