@@ -281,14 +281,15 @@ def test_which_environments_take_a_batch_and_which_fall_back() -> None:
     assert type(make_batch("MountainCarContinuous-v0")) is EnvList
 
 
-def test_pendulum_batch_clips_torques_as_gymnasium_does() -> None:
-    batch, seeds = make_batch("Pendulum-v1"), np.array([0, 1, 2])
+def test_pendulum_batch_clips_torques_and_takes_keywords_as_gymnasium_does() -> None:
+    kwargs = {"g": 5.0, "max_episode_steps": 1}
+    batch, seeds = make_batch("Pendulum-v1", kwargs), np.array([0, 1, 2])
     batch.reset(seeds)
     actions = np.array([[5.0], [-5.0], [0.5]], dtype=np.float32)  # the limit is 2
-    obs, rewards, _, _ = batch.step(actions, np.ones(3, dtype=bool))
-    assert obs.dtype == batch.observation_space.dtype == np.float32
+    obs, rewards, _, truncated = batch.step(actions, np.ones(3, dtype=bool))
+    assert obs.dtype == batch.observation_space.dtype == np.float32 and truncated.all()
     for j, seed in enumerate(seeds.tolist()):
-        env = gym.make("Pendulum-v1")
+        env = gym.make("Pendulum-v1", **kwargs)
         env.reset(seed=seed)
         expected_obs, expected_reward, *_ = env.step(actions[j])
         np.testing.assert_allclose(obs[j], expected_obs, rtol=RELATIVE_TOLERANCE, atol=0)
