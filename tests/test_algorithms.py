@@ -92,6 +92,7 @@ def test_the_constructor_defaults_are_the_options_defaults(name) -> None:
     for field in dataclasses.fields(cls.Options):  # none for CMA: pycma's own defaults
         if field.name in defaults:
             assert defaults[field.name] == field.default, field.name
+    assert defaults["seed"] == Setup.seed
 
 
 @pytest.mark.parametrize("name", NAMES)

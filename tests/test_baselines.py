@@ -268,8 +268,29 @@ def test_full_covariance_is_refused_above_the_limit() -> None:
     assert SepCMA(too_many, 0.1, 10).ask().thetas.shape == (10, MAX_FULL_DIM + 1)
 
 
-def test_cma_is_told_the_population_it_asked() -> None:
-    cma = CMA(torch.ones(D), 0.5, 8)
+def test_cma_is_told_the_population_it_asked_once() -> None:
+    cma, message = (
+        CMA(torch.ones(D), 0.5, 8),
+        "^CMA-ES is told the results of the population it asked last$",
+    )
     population = cma.ask()
-    with pytest.raises(ValueError, match="the population it asked last"):
+    with pytest.raises(ValueError, match=message):
         cma.tell(type(population)(population.thetas + 1), np.zeros(8))
+    scalars = cma.tell(population, -sphere(population.thetas).numpy())
+    stds = cma.es.sigma * np.sqrt(np.diag(cma.es.C))
+    assert scalars == pytest.approx({
+        "cma/sigma": cma.es.sigma, "cma/std_min": stds.min(), "cma/std_max": stds.max(),
+        "cma/param_norm": np.linalg.norm(cma.es.mean),
+    })  # fmt: skip
+    with pytest.raises(ValueError, match=message):
+        cma.tell(population, np.zeros(8))  # told already
+
+
+def test_cma_needs_four_members_and_saves_its_covariance_only_when_full() -> None:
+    with pytest.raises(ValueError, match="^CMA-ES needs popsize >= 4, got 3$"):
+        CMA(torch.ones(D), 0.5, 3)
+    full, diagonal = CMA(torch.ones(D), 0.5, 4), SepCMA(torch.ones(D), 0.5, 4)
+    for cma in (full, diagonal):
+        population = cma.ask()
+        cma.tell(population, -sphere(population.thetas).numpy())
+    assert "sm.C" in full.state_dict()["pycma"] and "sm.C" not in diagonal.state_dict()["pycma"]

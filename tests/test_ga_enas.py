@@ -102,6 +102,33 @@ def test_ga_starts_from_independent_initializations_of_the_policy() -> None:
         GeneticAlgorithm(ga.initialize, 0.1, 6, parents=2, elite_candidates=1)
 
 
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"popsize": 1}, "the genetic algorithm needs popsize >= 2, got 1"),
+        ({"parents": 0}, "parents must be between 1 and popsize (6), got 0"),
+        ({"parents": 7}, "parents must be between 1 and popsize (6), got 7"),
+        ({"elite_candidates": 1}, "elite_candidates must be between 2 and popsize (6), got 1"),
+        ({"elite_candidates": 7}, "elite_candidates must be between 2 and popsize (6), got 7"),
+        ({"elite_episodes": -1}, "elite_episodes must not be negative, got -1"),
+        ({"crossover": 1.5}, "crossover must be a probability, got 1.5"),
+        ({"crossover": -0.1}, "crossover must be a probability, got -0.1"),
+    ],
+)
+def test_ga_bad_settings_are_one_line_errors(kwargs, message) -> None:
+    settings = {"popsize": 6, "parents": 2, "elite_candidates": 2} | kwargs
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        GeneticAlgorithm(_initialize(3), 0.1, **settings)
+
+
+def test_ga_accepts_the_bounds_and_starts_from_its_first_member() -> None:
+    for settings in ({"popsize": 2, "parents": 1}, {"popsize": 6, "parents": 6}):
+        ga = GeneticAlgorithm(_initialize(3), 0.1, elite_candidates=2, crossover=1.0, **settings)
+        assert torch.equal(ga.mean, ga.ask().thetas[0])  # the elite before any generation
+    ga = GeneticAlgorithm(_initialize(3), 0.1, 6, parents=2, elite_candidates=6, elite_episodes=0)
+    assert ga.elite_candidates == 6 and ga.elite_episodes == 0
+
+
 def test_ga_mutates_every_member_but_the_elite_and_genomes_rebuild_them_exactly() -> None:
     ga = GeneticAlgorithm(_initialize(20), 0.1, 10, parents=4, elite_candidates=3,
                           crossover=0.5, seed=2)  # fmt: skip

@@ -214,7 +214,7 @@ class GeneticAlgorithm:
         return [genome[-1] for genome in self.genomes]
 
     def _seeds(self, n: int) -> Tensor:
-        return torch.randint(0, 2**62, (n,), generator=self.generator)
+        return torch.randint(2**62, (n,), generator=self.generator)
 
     def ask(self) -> Population:
         return Population(build=self.brood, index=torch.arange(self.popsize))
