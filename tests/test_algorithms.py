@@ -136,6 +136,16 @@ def test_tell_takes_plain_fitness_values(name) -> None:
     assert torch.equal(told[0].mean, told[1].mean) and torch.equal(told[0].mean, told[2].mean)
 
 
+def test_plain_fitness_values_are_float64_results_without_episodes() -> None:
+    rollouts = Rollouts.of(torch.tensor([1, 2, 3], dtype=torch.int32))
+    assert rollouts.returns.dtype == np.float64 and rollouts.returns.tolist() == [1.0, 2.0, 3.0]
+    assert rollouts.behaviors.shape == (3, 0) and rollouts.lengths.tolist() == [0, 0, 0]
+    assert rollouts.steps.dtype == np.int64 and rollouts.env_steps == 0
+    assert rollouts.observation_sum.shape == rollouts.observation_sum_sq.shape == (3, 0)
+    one = Rollouts.of([1.0, 2.0], [0.5, -0.5])  # one behavior value per member
+    assert one.behaviors.tolist() == [[0.5], [-0.5]]
+
+
 def test_bad_plain_fitness_is_a_one_line_error() -> None:
     with pytest.raises(ValueError, match=r"one value per member, got shape \(3, 2\)"):
         Rollouts.of(np.zeros((3, 2)))

@@ -9,6 +9,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from cma.sampler import GaussFullSampler
 from gymnasium.spaces import Box
 
 from neuroes import checkpoint
@@ -16,6 +17,7 @@ from neuroes.agents import make_policy
 from neuroes.algorithms import ARS, CMA, PGPE, SNES, SepCMA
 from neuroes.algorithms.cmaes import MAX_FULL_DIM
 from neuroes.optim import ClipUp
+from neuroes.population import Population
 
 MU0 = torch.tensor([1.0, -2.0, 0.5, 3.0])
 NEAR = torch.tensor([0.6, 0.3, 0.5, 0.9])  # near the optimum, the quadratic term ranks pairs too
@@ -263,8 +265,10 @@ def test_cma_resumes_exactly_from_a_checkpoint(cls, tmp_path) -> None:
 
 def test_full_covariance_is_refused_above_the_limit() -> None:
     too_many = torch.zeros(MAX_FULL_DIM + 1)
-    with pytest.raises(ValueError, match=r"limited to 2000 parameters, got 2001 .*--algo sepcma"):
+    message = r"limited to 2000 parameters, got 2001 \(a 31 MB covariance\); use --algo sepcma$"
+    with pytest.raises(ValueError, match=message):
         CMA(too_many, 0.1, 10)
+    assert CMA(torch.zeros(MAX_FULL_DIM), 0.1, 10).es.N == MAX_FULL_DIM  # the limit itself
     assert SepCMA(too_many, 0.1, 10).ask().thetas.shape == (10, MAX_FULL_DIM + 1)
 
 
@@ -286,11 +290,24 @@ def test_cma_is_told_the_population_it_asked_once() -> None:
         cma.tell(population, np.zeros(8))  # told already
 
 
-def test_cma_needs_four_members_and_saves_its_covariance_only_when_full() -> None:
+def test_cma_is_pycma_with_our_settings_quiet_and_on_its_own_generator(tmp_path, capsys) -> None:
+    """The population size and diagonal covariance asked for; nothing printed or written, and
+    numpy's global generator untouched (pycma draws from the algorithm's own)."""
     with pytest.raises(ValueError, match="^CMA-ES needs popsize >= 4, got 3$"):
         CMA(torch.ones(D), 0.5, 3)
-    full, diagonal = CMA(torch.ones(D), 0.5, 4), SepCMA(torch.ones(D), 0.5, 4)
-    for cma in (full, diagonal):
-        population = cma.ask()
-        cma.tell(population, -sphere(population.thetas).numpy())
+    with pytest.raises(ValueError, match="the population it asked last"):
+        CMA(torch.ones(D), 0.5, 4).tell(Population(torch.ones(4, D)), np.zeros(4))  # none asked
+    global_state = np.random.get_state()[1].copy()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(tmp_path)
+        full, diagonal = CMA(torch.ones(D), 0.5, 4), SepCMA(torch.ones(D), 0.5, 4)
+        for cma in (full, diagonal):
+            for _ in range(3):
+                population = cma.ask()
+                assert len(population) == 4
+                cma.tell(population, -sphere(population.thetas).numpy())
+    assert list(tmp_path.iterdir()) == [] and capsys.readouterr() == ("", "")
+    assert np.array_equal(np.random.get_state()[1], global_state)
+    assert isinstance(full.es.sm, GaussFullSampler)
+    assert not isinstance(diagonal.es.sm, GaussFullSampler)
     assert "sm.C" in full.state_dict()["pycma"] and "sm.C" not in diagonal.state_dict()["pycma"]
