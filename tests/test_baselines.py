@@ -73,10 +73,12 @@ def test_snes_steps_are_the_papers(c) -> None:
     for _ in range(2):  # the second step starts from a sigma that differs per parameter
         population = snes.ask()
         returns = quadratic(population.thetas)
-        snes.tell(population, returns)
+        scalars = snes.tell(population, returns)
         mu, sigma = snes_by_hand(mu, sigma, population.thetas.double().numpy(), returns, c)
         np.testing.assert_allclose(snes.mean.numpy(), mu, rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(snes.log_sigma.detach().exp().numpy(), sigma, rtol=1e-5)
+        spread = (scalars["es/sigma_min"], scalars["es/sigma_max"])
+        np.testing.assert_allclose(spread, (sigma.min(), sigma.max()), rtol=1e-5)
         pairs = population.thetas[0::2] + population.thetas[1::2]
         assert not torch.allclose(pairs, 2 * population.thetas.mean(0)), "SNES does not mirror"
     assert len(set(sigma.round(8))) == 4
