@@ -3,8 +3,9 @@ agents, NSRA's weight schedule, and escaping a trap that holds NES."""
 
 from __future__ import annotations
 
-import itertools
+import dataclasses
 import math
+import re
 import sys
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from neuroes.agents import make_policy
 from neuroes.algorithms import Setup, make_algorithm
 from neuroes.algorithms.novelty import novelty
 from neuroes.envs import PointMazeEnv
+from neuroes.objectives import fitness
 from neuroes.rollout import Evaluator, Rollouts
 
 
@@ -104,25 +106,92 @@ def test_nsra_weight_follows_the_papers_schedule_on_scripted_returns() -> None:
     assert (impatient.patience, impatient.weight_delta) == (1, 1)
 
 
+def _policy() -> torch.nn.Module:
+    return make_policy("linear", Box(-1, 1, (4,)), Box(-1, 1, (2,)))
+
+
 @pytest.mark.parametrize("algo", ["ns", "nsra"])
-def test_each_update_records_only_the_chosen_agents_behavior_and_return(algo) -> None:
-    played = itertools.count()
+def test_each_update_records_only_the_chosen_agents_behavior_return_and_steps(algo) -> None:
+    """With an evaluator, the c-th mean policy played ends at (c, -c) with return c in 7
+    steps; the start's play is reported with the first update."""
+    seeds = []
 
-    def evaluate(thetas, episodes, seed) -> Rollouts:  # the c-th mean played: at (c, -c)
-        c = float(next(played))
-        return Rollouts.of([c], [[c, -c]])
+    def evaluate(thetas, episodes, seed) -> Rollouts:
+        seeds.append(seed)
+        c = float(len(seeds) - 1)
+        played = Rollouts.of([c], [[c, -c]])
+        return dataclasses.replace(played, steps=np.array([7]))
 
-    policy = make_policy("linear", Box(-1, 1, (4,)), Box(-1, 1, (2,)))
-    algorithm = make_algorithm(algo, Setup(policy, 8, 0.1, evaluate=evaluate), {"agents": 3})
-    for _ in range(6):
+    setup = Setup(_policy(), 8, 0.1, evaluate=evaluate)
+    algorithm = make_algorithm(algo, setup, {"agents": 3})
+    for generation in range(20):
         population = algorithm.ask()
         chosen, expected = algorithm.chosen, algorithm.behaviors.clone()
-        algorithm.tell(population, Rollouts.of(torch.zeros(8), population.thetas[:, :2]))
+        told = Rollouts.of(torch.zeros(8), population.thetas[:, :2])
+        scalars = algorithm.tell(population, told)
         c = float(len(algorithm.archive) - 1)
         expected[chosen] = torch.tensor([c, -c])
         assert torch.equal(algorithm.behaviors, expected)
         assert torch.equal(algorithm.archive[-1], expected[chosen])
         assert algorithm.returns[chosen] == c and algorithm.leader == chosen
+        assert scalars["novelty/agent"] == chosen and scalars["novelty/agent_return"] == c
+        assert scalars["novelty/leader"] == chosen and scalars["novelty/archive_size"] == c + 1
+        assert scalars["novelty/mean_env_steps"] == (14 if generation == 0 else 7)
+        assert scalars["novelty/member_novelty"] == pytest.approx(float(algorithm.novelty.mean()))
+    assert max(seeds) < 2**31 and max(seeds) > 2**20  # episode seeds from the whole range
+
+
+def test_without_an_evaluator_an_agent_is_recorded_at_its_members_average() -> None:
+    algorithm = make_algorithm("ns", Setup(_policy(), 8, 0.1), {"agents": 3})
+    for _ in range(4):
+        population = algorithm.ask()
+        chosen, expected = algorithm.chosen, algorithm.behaviors
+        behaviors = population.thetas[:, :2].double()
+        algorithm.tell(population, Rollouts.of(torch.arange(8.0), behaviors))
+        if expected is None:  # the start: every agent at the first members' average
+            expected = behaviors.mean(0).expand(3, -1).clone()
+        else:
+            expected = expected.clone()
+            expected[chosen] = behaviors.mean(0)
+        assert torch.allclose(algorithm.behaviors, expected)
+        assert algorithm.returns[chosen] == 3.5
+
+
+def test_the_reward_weight_mixes_the_novelty_and_return_gradients() -> None:
+    """w = 0 follows the novelty ranks alone, w = 1 the return ranks alone (NES's step),
+    w = 0.5 (NSR-ES) their average."""
+    algorithm = make_algorithm("nsr", Setup(_policy(), 16, 0.1), {"agents": 1})
+    population = algorithm.ask()
+    behaviors = torch.randn(16, 2, generator=torch.Generator().manual_seed(0)).double()
+    returns = -population.thetas.pow(2).sum(1)
+    algorithm.tell(population, Rollouts.of(returns, behaviors))  # the start is archived
+    population, agent = algorithm.ask(), algorithm.agents[0]
+    told = Rollouts.of(returns, behaviors)
+
+    def gradient(weight: float) -> torch.Tensor:
+        algorithm.weight, p = weight, agent.distribution()
+        (grad,) = torch.autograd.grad(algorithm.objective(told, agent.draws(population), p), p.mu)
+        return grad
+
+    def gradient_of(values: torch.Tensor) -> torch.Tensor:
+        p = agent.distribution()
+        return torch.autograd.grad(fitness(values, agent.draws(population), p), p.mu)[0]
+
+    by_novelty = gradient_of(novelty(behaviors, algorithm.archive, algorithm.neighbors))
+    by_return = gradient_of(returns)
+    torch.testing.assert_close(gradient(0.0), by_novelty)
+    torch.testing.assert_close(gradient(1.0), by_return)
+    torch.testing.assert_close(gradient(0.5), (by_novelty + by_return) / 2)
+
+
+def test_telling_no_behaviors_is_a_one_line_error() -> None:
+    algorithm = make_algorithm("ns", Setup(_policy(), 8, 0.1))
+    message = (
+        "novelty search needs behaviors and got none: train with a behavior descriptor "
+        "(--descriptor auto or module:function), or tell Rollouts.of(fitness, behaviors)"
+    )
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        algorithm.tell(algorithm.ask(), Rollouts.of(torch.zeros(8)))
 
 
 # A cup open to the left around the start: the reward (progress in +x) leads into its far wall.

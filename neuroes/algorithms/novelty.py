@@ -220,7 +220,7 @@ class NSES:
 
     def play(self, theta: Tensor) -> tuple[Tensor, float]:
         """The behavior and return of ``theta`` over ``mean_episodes`` episodes."""
-        seed = int(torch.randint(0, 2**31, (1,), generator=self.generator))
+        seed = int(torch.randint(2**31, (1,), generator=self.generator))
         rollouts = self.evaluate(theta.unsqueeze(0), self.mean_episodes, seed)
         self.played_steps += rollouts.env_steps
         return behaviors_of(rollouts)[0], float(rollouts.returns[0])
