@@ -145,13 +145,13 @@ def test_without_an_evaluator_an_agent_is_recorded_at_its_members_average() -> N
     algorithm = make_algorithm("ns", Setup(_policy(), 8, 0.1), {"agents": 3})
     for _ in range(4):
         population = algorithm.ask()
-        chosen, expected = algorithm.chosen, algorithm.behaviors
+        chosen, before = algorithm.chosen, algorithm.behaviors
+        expected = None if before is None else before.clone()
         behaviors = population.thetas[:, :2].double()
         algorithm.tell(population, Rollouts.of(torch.arange(8.0), behaviors))
         if expected is None:  # the start: every agent at the first members' average
             expected = behaviors.mean(0).expand(3, -1).clone()
         else:
-            expected = expected.clone()
             expected[chosen] = behaviors.mean(0)
         assert torch.allclose(algorithm.behaviors, expected)
         assert algorithm.returns[chosen] == 3.5
