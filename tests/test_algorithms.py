@@ -20,6 +20,7 @@ from neuroes import checkpoint, train
 from neuroes.agents import get_flat, make_policy
 from neuroes.algorithms import ALGORITHMS, Setup, make_algorithm, option_names
 from neuroes.algorithms.base import option
+from neuroes.algorithms.ga import GeneticAlgorithm
 from neuroes.config import Config
 from neuroes.presets import GENERIC, PRESETS
 from neuroes.rollout import Rollouts
@@ -93,6 +94,37 @@ def test_the_constructor_defaults_are_the_options_defaults(name) -> None:
         if field.name in defaults:
             assert defaults[field.name] == field.default, field.name
     assert defaults["seed"] == Setup.seed
+
+
+def _settings(algorithm) -> dict:
+    """An algorithm's plain settings: its numbers, flags and names, and its optimizer's rates."""
+    plain = {k: v for k, v in vars(algorithm).items() if isinstance(v, int | float | str | tuple)}
+    optimizer = getattr(algorithm, "optimizer", None)
+    if optimizer is not None:
+        plain["lrs"] = [group["lr"] for group in optimizer.param_groups]
+    return plain
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if n not in ("ga", "enas")])
+def test_a_direct_call_gets_the_registry_defaults(name) -> None:
+    """The defaults as a direct call applies them (``ARS(mu, sigma, popsize)``), against the
+    registry's: the same settings and the same first population."""
+    setup, cls = _toy_setup(12, seed=0), ALGORITHMS[name]
+    start = (get_flat(setup.policy), setup.sigma, setup.popsize)
+    try:
+        direct = cls(*start)
+    except TypeError:  # lr has no default (NES and its kin)
+        direct = cls(*start, lr=cls.Options().lr)
+    built = make_algorithm(name, setup)
+    assert _settings(direct) == _settings(built)
+    assert torch.equal(direct.ask().thetas, built.ask().thetas)
+
+
+def test_a_direct_genetic_algorithm_gets_the_registry_defaults() -> None:
+    setup = _toy_setup(12, seed=0)
+    built = make_algorithm("ga", setup, {"parents": 10, "elite_candidates": 10})
+    direct = GeneticAlgorithm(built.initialize, setup.sigma, setup.popsize)
+    assert _settings(direct) == _settings(built)
 
 
 @pytest.mark.parametrize("name", NAMES)
