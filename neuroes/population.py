@@ -113,8 +113,11 @@ class Population:
 
     def with_mean(self, mean: Tensor, count: int) -> Population:
         """These members followed by ``count`` rows of ``mean``, which must be ``mu`` when
-        seeded (its rows get sign 0); the result has no topologies."""
+        seeded (its rows get sign 0; another mean is a ValueError); the result has no
+        topologies."""
         if self.seeded:
+            if not torch.equal(mean.to(self.mu), self.mu):
+                raise ValueError("the mean rows of a seeded population must be its mu")
             seeds = torch.cat([self.seeds, self.seeds.new_zeros(count)])
             signs = torch.cat([self.signs, self.signs.new_zeros(count)])
             return Population(None, seeds, signs, None, self.mu, self.sigma, self.table)

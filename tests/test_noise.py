@@ -113,6 +113,8 @@ def test_chunked_evaluation_equals_whole_population_bitwise(env_id) -> None:
     p = Normal(mu, 0.5, mirrored=True, generator=1)
     seeds, signs = p.sample_seeds(10)
     population = Population(None, seeds, signs, mu=mu, sigma=p.sigma, table=NoiseTable(2**20))
+    with pytest.raises(ValueError, match="^the mean rows of a seeded population must be its mu$"):
+        population.with_mean(mu + 1, 2)  # another agent's mean, say
     population = population.with_mean(mu, 2)
     evaluator = Evaluator(env_id, policy, threads=1)
     whole = evaluator.evaluate(population.thetas, episodes=2, max_steps=60, seed=4)
