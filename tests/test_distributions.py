@@ -192,7 +192,7 @@ def test_mixture_components_have_the_shared_spread_and_scalar_events() -> None:
         MixtureNormal(torch.tensor(1.0), 0.5)
     with pytest.raises(ValueError, match=r"logits must have shape \(2,\), got \(3,\)"):
         MixtureNormal(torch.tensor([-3.0, 3.0]), 0.5, logits=torch.zeros(3))
-    with pytest.raises(ValueError, match="sigma"):
+    with pytest.raises(ValueError, match="^sigma must be positive everywhere, got -1.0$"):
         MixtureNormal(torch.tensor([-3.0, 3.0]), -1.0)
 
 
