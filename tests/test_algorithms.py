@@ -18,7 +18,8 @@ from gymnasium.spaces import Box
 
 from neuroes import checkpoint, train
 from neuroes.agents import get_flat, make_policy
-from neuroes.algorithms import ALGORITHMS, Setup, make_algorithm, option_names
+from neuroes.agents.masked import EdgeSpace
+from neuroes.algorithms import ALGORITHMS, ENAS, Setup, make_algorithm, option_names
 from neuroes.algorithms.base import option
 from neuroes.algorithms.ga import GeneticAlgorithm
 from neuroes.config import Config
@@ -120,11 +121,15 @@ def test_a_direct_call_gets_the_registry_defaults(name) -> None:
     assert torch.equal(direct.ask().thetas, built.ask().thetas)
 
 
-def test_a_direct_genetic_algorithm_gets_the_registry_defaults() -> None:
+def test_direct_ga_and_enas_get_the_registry_defaults() -> None:
     setup = _toy_setup(12, seed=0)
     built = make_algorithm("ga", setup, {"parents": 10, "elite_candidates": 10})
     direct = GeneticAlgorithm(built.initialize, setup.sigma, setup.popsize)
     assert _settings(direct) == _settings(built)
+    assert torch.equal(direct.ask().thetas, built.ask().thetas)
+    space = EdgeSpace(setup.policy, 0.5)
+    enas = ENAS(get_flat(setup.policy), setup.sigma, setup.popsize, 0.05, space=space)
+    assert enas.optimizer.param_groups[1]["lr"] == ENAS.Options().controller_lr
 
 
 @pytest.mark.parametrize("name", NAMES)

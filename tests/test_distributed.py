@@ -128,7 +128,7 @@ def test_a_worker_answers_each_shard_until_its_pipe_closes(seeded) -> None:
         population = Population(population.thetas)
     seeds = np.arange(10) * 3
     spec = WorkerSpec("CartPole-v1", policy)
-    broadcast, shards = split(population, seeds, 2, None, normalizer, shard_size=4)
+    broadcast, shards = split(population, seeds, 2, 30, normalizer, shard_size=4)
     table = values = None  # the learner's noise table values, under another table's key:
     if seeded:
         table, values = NoiseTable(population.table.size, seed=11), population.table.values()
@@ -154,7 +154,7 @@ def test_a_worker_answers_each_shard_until_its_pipe_closes(seeded) -> None:
     assert not worker.is_alive(), "the worker should stop when its pipe closes"
     assert_same(
         Rollouts.concatenate(parts),
-        InProcess(spec, normalizer).evaluate(population, seeds, 2, None),
+        InProcess(spec, normalizer).evaluate(population, seeds, 2, 30),
     )
     assert not seeded or table.values() is values
 
