@@ -123,7 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     report.add_argument(
         "--recheck",
         action="store_true",
-        help="run the surviving mutants again (mutmut keeps a result until its function changes)",
+        help="run the surviving mutants again, with the tests mapped afresh (mutmut keeps a "
+        "result until its function changes, and maps new tests only)",
     )
     cli.add_argument("--jobs", type=int, default=os.cpu_count(), help="mutants at a time")
     args = cli.parse_args(argv)
@@ -134,6 +135,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.recheck and not mutants:
         print("no surviving mutants to check again")
         return 0
+    if args.recheck:  # mutmut maps tests to functions once: map the edited tests again
+        (STAGE / "mutants" / "mutmut-stats.json").unlink(missing_ok=True)
     stage()
     code = mutmut("run", "--max-children", str(args.jobs), *mutants)
     score()
