@@ -134,11 +134,9 @@ def test_a_worker_answers_each_shard_until_its_pipe_closes(seeded) -> None:
         table, values = NoiseTable(population.table.size, seed=11), population.table.values()
     ours, theirs = multiprocessing.Pipe()
     worker = threading.Thread(target=answer, args=(pickle.dumps(spec), theirs, table, values))
-    threads = torch.get_num_threads()
     worker.start()
     try:
         assert ours.poll(60) and pickle.loads(ours.recv_bytes()) == ("ready", os.getpid())
-        assert torch.get_num_threads() == 1, "a worker evaluates on one thread"
         ours.send_bytes(encode(("publish", broadcast)))
         parts = []
         for shard in shards:
@@ -150,7 +148,6 @@ def test_a_worker_answers_each_shard_until_its_pipe_closes(seeded) -> None:
     finally:
         ours.close()
         worker.join(timeout=60)
-        torch.set_num_threads(threads)
     assert not worker.is_alive(), "the worker should stop when its pipe closes"
     assert_same(
         Rollouts.concatenate(parts),
@@ -247,8 +244,10 @@ def test_a_shard_reports_errors_with_the_global_row(tmp_path) -> None:
     threads = torch.get_num_threads()
     try:
         worker = ShardEvaluator(WorkerSpec(_trap_pendulum(str(tmp_path)), _policy("Pendulum-v1")))
+        assert torch.get_num_threads() == 1, "a worker evaluates on one thread"
     finally:
         torch.set_num_threads(threads)
+    assert worker.evaluator.threads == 1
     population = Population(
         NES(get_flat(worker.evaluator.policy), 0.5, popsize=8, lr=0.1).ask().thetas
     )
