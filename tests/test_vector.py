@@ -202,16 +202,19 @@ def _gymnasium_outcome(env, velocity: float, action: np.ndarray) -> tuple[float,
 def test_tasks_compute_what_gymnasium_computes_from_any_state(env_id, kwargs, rtol, ends) -> None:
     """States that short episodes never reach, one row each: heights and angles on both sides
     of every healthy range, speeds from 1 to 300 (past the observations' clips at 10 and
-    Hopper's state range of 100), contact forces past Ant's clip, and a non-finite row. The
-    task's observations, rewards and terminations of the whole batch equal those Gymnasium
-    computes from each state."""
+    Hopper's state range of 100), contact forces past Ant's clip and constraint forces past
+    InvertedDoublePendulum's, and a non-finite row. The task's observations, rewards and
+    terminations of the whole batch equal those Gymnasium computes from each state."""
     env = gym.make(env_id, **kwargs).unwrapped
     env.reset(seed=0)
     task, rng = TASKS[type(env)](env), np.random.default_rng(0)
     frames, velocities, actions, expected = [], rng.normal(0.0, 2.0, 16), [], []
     for row in range(16):
         qvel = rng.normal(0.0, 1.0, env.model.nv) * 10.0 ** rng.uniform(0.0, 2.5)
-        env.set_state(env.init_qpos + rng.normal(0.0, 0.5, env.model.nq), qvel)
+        qpos = env.init_qpos + rng.normal(0.0, 0.5, env.model.nq)
+        if row in (5, 6):  # the pendulums' carts past the ends of their rail: large forces
+            qpos[0] = 1.2 * (-1) ** row
+        env.set_state(qpos, qvel)
         mujoco.mj_rnePostConstraint(env.model, env.data)  # the contact forces, as a step does
         if row == 3:
             env.data.qvel[0] = np.nan
