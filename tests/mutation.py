@@ -131,11 +131,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.score or args.survivors:
         (score if args.score else survivors)()
         return 0
-    mutants = surviving() if args.recheck else args.mutants
-    if args.recheck and not mutants:
-        print("no surviving mutants to check again")
-        return 0
-    if args.recheck:  # mutmut maps tests to functions once: map the edited tests again
+    mutants = args.mutants
+    if args.recheck:
+        mutants = surviving()
+        if not mutants:
+            print("no surviving mutants to check again")
+            return 0
+        # mutmut maps tests to functions once: map the edited tests again
         (STAGE / "mutants" / "mutmut-stats.json").unlink(missing_ok=True)
     stage()
     code = mutmut("run", "--max-children", str(args.jobs), *mutants)

@@ -31,6 +31,10 @@ def _brute_force(behaviors: torch.Tensor, archive: torch.Tensor, k: int) -> torc
     return torch.tensor(values, dtype=torch.float64)
 
 
+def _policy() -> torch.nn.Module:
+    return make_policy("linear", Box(-1, 1, (4,)), Box(-1, 1, (2,)))
+
+
 def test_novelty_is_the_mean_distance_to_the_k_nearest_archived_behaviors() -> None:
     archive = torch.tensor([[0.0, 0.0], [3.0, 4.0], [6.0, 8.0], [0.0, 1.0]], dtype=torch.float64)
     behaviors = torch.tensor([[0.0, 0.0], [3.0, 0.0]], dtype=torch.float64)
@@ -55,7 +59,7 @@ def test_novelty_equals_a_brute_force_count_with_ties_and_small_archives() -> No
 
 
 def _three_agents() -> object:
-    policy = make_policy("linear", Box(-1, 1, (4,)), Box(-1, 1, (2,)))
+    policy = _policy()
     return make_algorithm("ns", Setup(policy, popsize=8, sigma=0.1, seed=5), {"agents": 3})
 
 
@@ -92,7 +96,7 @@ def test_nsra_weight_follows_the_papers_schedule_on_scripted_returns() -> None:
     def evaluate(thetas, episodes, seed) -> Rollouts:  # plays the mean policies
         return Rollouts.of([next(returns)], [[0.0, 0.0]])
 
-    policy = make_policy("linear", Box(-1, 1, (4,)), Box(-1, 1, (2,)))
+    policy = _policy()
     nsra = make_algorithm("nsra", Setup(policy, popsize=8, sigma=0.1, evaluate=evaluate))
     weights = []
     for _ in script:
@@ -104,10 +108,6 @@ def test_nsra_weight_follows_the_papers_schedule_on_scripted_returns() -> None:
     assert weights == pytest.approx(expected)
     impatient = make_algorithm("nsra", Setup(policy, 8, 0.1), {"patience": 1, "weight_delta": 1})
     assert (impatient.patience, impatient.weight_delta) == (1, 1)
-
-
-def _policy() -> torch.nn.Module:
-    return make_policy("linear", Box(-1, 1, (4,)), Box(-1, 1, (2,)))
 
 
 @pytest.mark.parametrize("algo", ["ns", "nsra"])
