@@ -1,31 +1,34 @@
 """Every algorithm at one wall-clock budget per environment, with evotorch's PGPE as a cross-check
 of neuroes' PGPE.
 
-    python benchmarks/algorithms.py          # 3 environments x 8 rows x seeds 0 1 2: about 3 h
-    python benchmarks/algorithms.py --budget 3 --seeds 0      # every row once: about 3 minutes
+    python benchmarks/algorithms.py          # 3 environments x 8 rows x seeds 0 1 2: about 90 min
+    python benchmarks/algorithms.py --budget 3 --seeds 0      # every row once: about 2 minutes
 
-Rows, each on 2 worker processes (``--workers``), seeds interleaved:
+Every run has one core: ``--jobs`` runs at a time (default 2, this machine's cores), each in its
+own process, evaluating in that process on one thread (``--workers 1``); ``--jobs 1 --workers
+2`` instead gives each run the whole machine (twice the time). Rows, seeds interleaved:
 
 - neuroes ``nes``, ``snes``, ``pgpe``, ``ars``, ``sepcma``, ``cma`` and ``ga``: ``python -m
-  neuroes.train ENV --algo ALGO --workers 2`` with the algorithm's defaults on that environment
+  neuroes.train ENV --algo ALGO --threads 1`` with the algorithm's defaults on that environment
   (``neuroes/presets.py``), ended only by the budget (``--time-limit B --target-return inf``).
   Full-covariance ``cma`` is refused above 2000 parameters (HalfCheetah's MLP 64-64): its row
   says so.
 - evotorch PGPE: neuroes' ``pgpe`` settings on that environment run through evotorch's
-  ``PGPE`` + ClipUp on a ``VecGymNE`` of 2 Ray actors: population, initial sigma
-  (``stdev_init``), ClipUp step, max speed and momentum, sigma learning rate, 20% sigma change
-  cap, centered ranks, symmetric sampling, the same network (tanh MLP; Box actions through
-  ``tanh`` rescaled to the bounds, as neuroes' head), the same initial centre, observation
-  normalization and episodes per member. After every generation its centre plays
-  ``EVAL_EPISODES`` episodes on a second ``VecGymNE`` given a copy of the observation
-  statistics, inside the budget, as neuroes evaluates its mean policy as extra rows.
+  ``PGPE`` + ClipUp on a ``VecGymNE`` (in the run's process; on Ray actors with ``--workers``
+  above 1): population, initial sigma (``stdev_init``), ClipUp step, max speed and momentum,
+  sigma learning rate, 20% sigma change cap, centered ranks, symmetric sampling, the same
+  network (tanh MLP; Box actions through ``tanh`` rescaled to the bounds, as neuroes' head), the
+  same initial centre, observation normalization and episodes per member. After every
+  generation its centre plays ``EVAL_EPISODES`` episodes on a second ``VecGymNE`` given a copy of
+  the observation statistics, inside the budget, as neuroes evaluates its mean policy as extra
+  rows.
 
 Budgets (``--budget`` sets one for all): CartPole-v1 30 s, Pendulum-v1 120 s, HalfCheetah-v5
 300 s per run. The clock counts generations only (neuroes' ``time/wall``); start-up done lazily
-by worker processes or Ray actors falls inside the first generation (evotorch creates its actors
-there). Reported per environment: a Markdown table of the best mean-policy (centre) return,
-median [range] over seeds, with generations and environment steps, and a figure of the best
-return so far against seconds (median over seeds) written to ``--figures``.
+(worker processes, Ray actors) falls inside the first generation. Reported per environment: a
+Markdown table of the best mean-policy (centre) return, median [range] over seeds, with
+generations and environment steps, and a figure of the best return so far against seconds
+(median over seeds) written to ``--figures``.
 """
 
 from __future__ import annotations
@@ -39,9 +42,10 @@ import statistics
 import tempfile
 import time
 import warnings
-from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from functools import partial
+from multiprocessing import get_context
 from pathlib import Path
 
 import gymnasium as gym
@@ -82,6 +86,7 @@ def run_neuroes(env_id: str, algo: str, budget: float, workers: int, seed: int) 
                 algo,
                 seed=seed,
                 workers=workers,
+                threads=1,
                 time_limit=budget,
                 target_return=math.inf,
                 generations=10**9,
@@ -124,6 +129,13 @@ def run_evotorch(env_id: str, budget: float, workers: int, seed: int) -> Result:
     from evotorch.algorithms import PGPE
     from evotorch.neuroevolution import VecGymNE
 
+    logging.getLogger("evotorch").setLevel(logging.WARNING)
+    if workers > 1:
+        import ray
+
+        if not ray.is_initialized():
+            ray.init(include_dashboard=False, logging_level="WARNING", log_to_driver=False)
+
     config = Config(env_id, "pgpe", seed=seed).resolved()
     env = gym.make(env_id)
     with torch.random.fork_rng():  # neuroes' initial policy for this seed
@@ -141,7 +153,7 @@ def run_evotorch(env_id: str, budget: float, workers: int, seed: int) -> Result:
             network,
             observation_normalization=config.normalize,
             num_episodes=episodes,
-            num_actors=workers,
+            num_actors=workers if workers > 1 else None,
         )
         for episodes in (config.episodes, 1)
     ]
@@ -180,6 +192,17 @@ def run_evotorch(env_id: str, budget: float, workers: int, seed: int) -> Result:
             if each.actors:
                 each.kill_actors()
     return Result(max(v for _, v in trace), len(trace), problem.interaction_count, trace)
+
+
+def run_row(env_id: str, budget: float, workers: int, name: str, seed: int) -> Result | str:
+    """One run of row ``name``, or the reason it was refused (e.g. full covariance above its
+    limit)."""
+    try:
+        if name == EVOTORCH:
+            return run_evotorch(env_id, budget, workers, seed)
+        return run_neuroes(env_id, name, budget, workers, seed)
+    except ValueError as error:
+        return str(error)
 
 
 def spread(values: list[float]) -> str:
@@ -228,68 +251,74 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--budget", type=float, help="seconds per run, every environment")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds per row")
-    parser.add_argument("--workers", type=int, default=2, help="worker processes per run")
+    parser.add_argument("--jobs", type=int, default=2, help="runs at a time")
+    parser.add_argument("--workers", type=int, default=1, help="worker processes per run")
     parser.add_argument("--figures", default="benchmarks/results", help="folder of the figures")
     args = parser.parse_args(argv)
-    torch.set_num_threads(1)
-    rows: dict[str, Callable[[str, float, int, int], Result]] = {
-        algo: (lambda env_id, b, w, s, algo=algo: run_neuroes(env_id, algo, b, w, s))
-        for algo in ALGOS
-        if algo in args.rows
-    }
-    if "evotorch" in args.rows:
+    names = [EVOTORCH if row == "evotorch" else row for row in args.rows]
+    versions = [f"torch {torch.__version__}", f"gymnasium {gym.__version__}"]
+    if EVOTORCH in names:
         import evotorch
-        import ray
 
-        logging.getLogger("evotorch").setLevel(logging.WARNING)
-        ray.init(include_dashboard=False, logging_level="WARNING", log_to_driver=False)
-        rows[EVOTORCH] = run_evotorch
-        print(f"evotorch {evotorch.__version__}, ray {ray.__version__}")
+        versions.append(f"evotorch {evotorch.__version__}")
     print(
-        f"{os.cpu_count()} CPUs, torch {torch.__version__}, gymnasium {gym.__version__}, "
-        f"{args.workers} workers, seeds {args.seeds}, {time.strftime('%Y-%m-%d')}"
+        f"{os.cpu_count()} CPUs, {', '.join(versions)}, {args.jobs} runs at a time, "
+        f"{args.workers} worker(s) per run, seeds {args.seeds}, {time.strftime('%Y-%m-%d')}"
     )
     Path(args.figures).mkdir(parents=True, exist_ok=True)
-    for env_id in args.envs:
-        budget = args.budget or BUDGETS.get(env_id, 300.0)
-        results: dict[str, list[Result]] = {name: [] for name in rows}
-        skipped: dict[str, str] = {}
-        for seed in args.seeds:
-            for name, run in rows.items():
-                if name in skipped:
+    pool = ProcessPoolExecutor(
+        args.jobs, get_context("spawn"), initializer=torch.set_num_threads, initargs=(1,)
+    )
+    with pool:
+        for env_id in args.envs:
+            budget = args.budget or BUDGETS.get(env_id, 300.0)
+            runs = [(name, seed) for seed in args.seeds for name in names]
+            outcomes = pool.map(
+                partial(run_row, env_id, budget, args.workers),
+                *zip(*runs, strict=True),
+            )
+            results: dict[str, list[Result]] = {name: [] for name in names}
+            refused: dict[str, str] = {}
+            for (name, seed), outcome in zip(runs, outcomes, strict=True):
+                if isinstance(outcome, str):
+                    if name not in refused:
+                        print(f"{env_id} {name}: refused: {outcome}", flush=True)
+                    refused[name] = outcome
                     continue
-                try:
-                    result = run(env_id, budget, args.workers, seed)
-                except ValueError as error:  # e.g. full covariance above its limit
-                    skipped[name] = str(error)
-                    print(f"{env_id} {name}: skipped: {error}", flush=True)
-                    continue
-                results[name].append(result)
+                results[name].append(outcome)
                 print(
-                    f"{env_id} seed {seed} {name:14s} {result.generations:5d} gens "
-                    f"{result.env_steps:11,d} steps  best {result.best:8.1f}",
+                    f"{env_id} seed {seed} {name:14s} {outcome.generations:5d} gens "
+                    f"{outcome.env_steps:11,d} steps  best {outcome.best:8.1f}",
                     flush=True,
                 )
-        print(
-            f"\n| {env_id}, {budget:.0f} s, seeds {', '.join(map(str, args.seeds))} "
-            "| best mean-policy return, median [range] | generations | env steps |"
-        )
-        print("|---|---|---|---|")
-        for name, runs in results.items():
-            if name in skipped:
-                print(f"| {name} | refused: {skipped[name]} | | |")
-            elif runs:
-                generations = statistics.median(r.generations for r in runs)
-                steps = statistics.median(r.env_steps for r in runs)
-                print(
-                    f"| {name} | {spread([r.best for r in runs])} | {generations:.0f} "
-                    f"| {steps:,.0f} |"
-                )
-        path = Path(args.figures) / f"algorithms_{env_id.replace('/', '_')}.png"
-        figure(env_id, {k: v for k, v in results.items() if v}, path)
-        print(f"figure: {path}\n", flush=True)
-    if "evotorch" in args.rows:
-        ray.shutdown()
+            table(env_id, budget, args.seeds, results, refused)
+            path = Path(args.figures) / f"algorithms_{env_id.replace('/', '_')}.png"
+            figure(env_id, {k: v for k, v in results.items() if v}, path)
+            print(f"figure: {path}\n", flush=True)
+
+
+def table(
+    env_id: str,
+    budget: float,
+    seeds: list[int],
+    results: dict[str, list[Result]],
+    refused: dict[str, str],
+) -> None:
+    """Prints the Markdown table of one environment."""
+    print(
+        f"\n| {env_id}, {budget:.0f} s, seeds {', '.join(map(str, seeds))} "
+        "| best mean-policy return, median [range] | generations | env steps |"
+    )
+    print("|---|---|---|---|")
+    for name, runs in results.items():
+        if name in refused:
+            print(f"| {name} | refused: {refused[name]} | | |")
+        elif runs:
+            generations = statistics.median(r.generations for r in runs)
+            steps = statistics.median(r.env_steps for r in runs)
+            print(
+                f"| {name} | {spread([r.best for r in runs])} | {generations:.0f} | {steps:,.0f} |"
+            )
 
 
 if __name__ == "__main__":
