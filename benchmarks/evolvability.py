@@ -2,6 +2,7 @@
 
     python benchmarks/evolvability.py                     # PointMaze, seeds 0 1 2: ~3 minutes
     python benchmarks/evolvability.py --protocol ant      # Ant-v5: 30 minutes per run
+    python benchmarks/evolvability.py --protocol ant --algos maxent --minutes 45 --reuse
     python benchmarks/evolvability.py --seeds 0 --generations 2 --samples 40   # a smoke run
 
 Each algorithm (NES, MaxVar, MaxEnt) trains from each seed under one protocol (``PROTOCOLS``).
@@ -35,7 +36,9 @@ MaxVar and MaxEnt; NES maximizes the environment's reward.
   budget: population 100 instead of 10,000, episodes of 250 steps instead of 1000, an MLP
   64-64 instead of 256-256, and NES on Ant's own reward (forward velocity plus the healthy
   bonus, minus costs) rather than the final x alone. ``--reuse`` keeps finished runs, so a
-  second seed costs only its own runs.
+  second seed costs only its own runs, and continues them to a larger budget: ``--minutes 45
+  --reuse`` adds 15 minutes to each 30-minute run, in its folder (resumes are exact: the
+  generations a 45-minute run would have trained).
 """
 
 from __future__ import annotations
@@ -129,19 +132,42 @@ def final_positions(run_dir: Path, samples: int) -> np.ndarray:
     )  # fmt: skip
 
 
-def finished_run(config: Config) -> tuple[int, float] | None:
-    """(generations, wall time) of a finished run of ``config`` already in its folder, or None."""
+def saved_run(config: Config) -> tuple[int, float] | None:
+    """(generations, wall time) of a run of ``config`` already in its folder, with the same
+    settings and a budget (generations, time limit) no larger; None if there is none."""
     folder = Path(config.logdir)
     try:
         saved = Config.from_dict(json.loads((folder / "config.json").read_text()))
         last = json.loads((folder / "metrics.jsonl").read_text().splitlines()[-1])
     except (OSError, ValueError, IndexError):
         return None
-    same = saved.updated(logdir=config.logdir).resolved() == config.resolved()  # the path as given
-    done = last["generation"] >= config.generations or last["time/wall"] >= (
+    budget = {"logdir": config.logdir, "generations": 1, "time_limit": None}  # the path as given
+    same = saved.updated(**budget).resolved() == config.updated(**budget).resolved()
+    within = saved.generations <= config.generations and (saved.time_limit or math.inf) <= (
         config.time_limit or math.inf
     )
-    return (last["generation"], last["time/wall"]) if done and same else None
+    return (last["generation"], last["time/wall"]) if same and within else None
+
+
+def finished(config: Config, generations: int, wall_time: float) -> bool:
+    """Whether a run at ``generations`` after ``wall_time`` seconds has used ``config``'s budget."""
+    return generations >= config.generations or wall_time >= (config.time_limit or math.inf)
+
+
+def run(config: Config, reuse: bool) -> tuple[int, float, str]:
+    """Trains ``config``'s run, or with ``reuse`` reads it when a run with its settings already
+    finished in its folder, or continues one with a smaller budget (resumes are exact, so this
+    equals training from scratch): (generations, wall time, what was done)."""
+    saved = saved_run(config) if reuse else None
+    if saved and finished(config, *saved):
+        return (*saved, "reused")
+    if saved:
+        folder = Path(config.logdir)
+        resumed = Config(config.env_id, resume=str(folder / "checkpoint.pt"), logdir=str(folder))
+        summary = train(resumed, generations=config.generations, time_limit=config.time_limit)
+        return summary.generations, summary.wall_time, f"continued from {saved[0]} generations"
+    summary = train(config)
+    return summary.generations, summary.wall_time, "trained"
 
 
 def median_distances(run_dir: Path) -> tuple[list[int], list[float]]:
@@ -155,16 +181,21 @@ def main(argv: list[str] | None = None) -> int:
     cli.add_argument("--protocol", choices=list(PROTOCOLS), default="pointmaze")
     cli.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     cli.add_argument("--generations", type=int, help="override the protocol's generations")
+    cli.add_argument("--minutes", type=float, help="override the protocol's time limit per run")
+    cli.add_argument("--algos", nargs="+", choices=ALGORITHMS, default=ALGORITHMS)
     cli.add_argument("--samples", type=int, default=1000, help="members drawn per distribution")
     cli.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     cli.add_argument(
         "--reuse", action="store_true",
-        help="read runs that finished in --out/runs with the same settings instead of retraining",
+        help="read runs that finished in --out/runs with the same settings instead of "
+        "retraining them, and continue those with a smaller budget",
     )  # fmt: skip
     args = cli.parse_args(argv)
     protocol = dict(PROTOCOLS[args.protocol])
     if args.generations:
         protocol |= {"generations": args.generations, "time_limit": None}
+    if args.minutes:
+        protocol |= {"generations": 10**6, "time_limit": 60 * args.minutes}
     env_id, factor = protocol.pop("env_id"), protocol.pop("radius_factor")
     name = env_id.replace("/", "_")
     args.out.mkdir(parents=True, exist_ok=True)
@@ -180,16 +211,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"initial distribution: median distance {np.median(baseline):.3f}, 90th percentile "
           f"{np.percentile(baseline, 90):.3f}; R = {radius:.3f}")  # fmt: skip
     rows, shown, curves = [], {}, {}
-    for algo in ALGORITHMS:
+    for algo in args.algos:
         per_seed = []
         for seed in args.seeds:
             settings = config(algo, seed)
-            done = finished_run(settings) if args.reuse else None
-            reused = done is not None
-            if not reused:
-                summary = train(settings)
-                done = summary.generations, summary.wall_time
-            generations, wall_time = done
+            generations, wall_time, done = run(settings, args.reuse)
             run_dir = Path(settings.logdir)
             positions = final_positions(run_dir, args.samples)
             reach = distances(positions)
@@ -200,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"{algo:7s} seed {seed}: median distance {median:.3f}, 90th percentile "
                 f"{p90:.3f}, {sectors}/{SECTORS} sectors beyond R ({generations} "
-                f"generations, {wall_time:.0f} s{', reused' if reused else ''})"
+                f"generations, {wall_time:.0f} s, {done})"
             )
             if seed == args.seeds[0]:
                 shown[algo], curves[algo] = positions, median_distances(run_dir)

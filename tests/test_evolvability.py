@@ -7,7 +7,9 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import torch
 
+from neuroes import checkpoint
 from neuroes.config import Config
 from neuroes.train import train
 
@@ -34,6 +36,26 @@ def test_the_benchmark_runs_end_to_end(tmp_path, capsys) -> None:
     out = capsys.readouterr().out
     assert "| maxent |" in out and "R = " in out
     assert (tmp_path / "evolvability_neuroes_PointMaze-v0.png").stat().st_size > 10_000
+
+
+def test_reuse_continues_a_run_to_a_larger_budget_as_if_trained_at_once(tmp_path, capsys) -> None:
+    def bench(generations: int, out: str) -> str:
+        argv = ["--seeds", "0", "--samples", "30", "--algos", "maxent", "--reuse"]
+        assert evolvability.main([*argv, "--generations", str(generations), "--out", out]) == 0
+        return capsys.readouterr().out
+
+    def mean(out: str) -> torch.Tensor:
+        path = Path(out) / "runs" / "neuroes_PointMaze-v0-maxent-seed0" / "checkpoint.pt"
+        return checkpoint.read(path)["algorithm"]["mu"]
+
+    continued, at_once = str(tmp_path / "continued"), str(tmp_path / "at_once")
+    first = bench(2, continued)
+    assert "(2 generations" in first and "trained)" in first
+    assert "continued from 2 generations" in bench(3, continued)
+    assert "trained)" in bench(3, at_once)
+    assert torch.equal(mean(continued), mean(at_once))
+    assert "reused)" in bench(3, continued)
+    assert "trained)" in bench(2, continued)  # nor is a larger one
 
 
 def _coverage(algo: str, tmp_path: Path) -> int:
