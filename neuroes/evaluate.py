@@ -6,7 +6,6 @@ python -m neuroes.evaluate best.pt --episodes 20 --seed 1000 --json
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -15,6 +14,7 @@ import numpy as np
 
 from neuroes.agents import get_flat
 from neuroes.checkpoint import Agent, load
+from neuroes.cli import saved_policy_parser
 from neuroes.rollout import Evaluator, RolloutError
 
 
@@ -67,23 +67,11 @@ def evaluate(
 
 def main(argv: list[str] | None = None) -> int:
     """The command line; returns the exit status."""
-    cli = argparse.ArgumentParser(
-        prog="python -m neuroes.evaluate", description=__doc__.splitlines()[0]
-    )
-    cli.error = lambda message: cli.exit(2, f"{cli.prog}: error: {message}\n")
-    cli.add_argument("checkpoint", help="a checkpoint written by training (best.pt, checkpoint.pt)")
-    cli.add_argument("--episodes", type=int, default=10, help="episodes to play (default: 10)")
-    cli.add_argument("--seed", type=int, default=0, help="seed of the first episode (default: 0)")
+    cli = saved_policy_parser("neuroes.evaluate", __doc__, episodes=10)
     cli.add_argument(
         "--max-steps", type=int, help="cut episodes after this many steps (default: the env's)"
     )
     cli.add_argument("--json", action="store_true", help="print one JSON object")
-    cli.add_argument(
-        "--trust",
-        action="store_true",
-        help="also load a checkpoint that holds code (a user-defined policy, or the pickle "
-        "format of neuroes 0.1); only for files from a source you trust",
-    )
     args = cli.parse_args(argv)
     try:
         agent = load(args.checkpoint, trust=args.trust)

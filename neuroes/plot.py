@@ -9,13 +9,14 @@ generation), or from its TensorBoard event files when it has none.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
+
+from neuroes.cli import Parser
 
 RETURN = "eval/return"
 AXES = {  # --x: (the scalar's key, the axis label)
@@ -99,10 +100,7 @@ def plot(run_dirs: list[str | Path], out: str | Path = "curves.png", x: str = "g
 
 def main(argv: list[str] | None = None) -> int:
     """The command line; returns the exit status."""
-    cli = argparse.ArgumentParser(
-        prog="python -m neuroes.plot", description=__doc__.splitlines()[0]
-    )
-    cli.error = lambda message: cli.exit(2, f"{cli.prog}: error: {message}\n")
+    cli = Parser(prog="python -m neuroes.plot", description=__doc__.splitlines()[0])
     cli.add_argument(
         "run_dirs", nargs="+", metavar="RUN_DIR", help="run folders written by training"
     )

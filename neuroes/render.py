@@ -10,7 +10,6 @@ an offscreen OpenGL backend (EGL, else OSMesa) unless ``MUJOCO_GL`` is set.
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import os
 import subprocess
@@ -21,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from neuroes.checkpoint import Agent, load
+from neuroes.cli import saved_policy_parser
 
 # ffmpeg settings per suffix; a GIF frame gets a palette of its own colors, computed from that
 # frame alone, so that ffmpeg never waits for (and keeps) the frames that follow.
@@ -176,20 +176,8 @@ def _frame(env) -> np.ndarray:
 
 def main(argv: list[str] | None = None) -> int:
     """The command line; returns the exit status."""
-    cli = argparse.ArgumentParser(
-        prog="python -m neuroes.render", description=__doc__.splitlines()[0]
-    )
-    cli.error = lambda message: cli.exit(2, f"{cli.prog}: error: {message}\n")
-    cli.add_argument("checkpoint", help="a checkpoint written by training (best.pt, checkpoint.pt)")
-    cli.add_argument("--episodes", type=int, default=1, help="episodes to play (default: 1)")
-    cli.add_argument("--seed", type=int, default=0, help="seed of the first episode (default: 0)")
+    cli = saved_policy_parser("neuroes.render", __doc__, episodes=1)
     cli.add_argument("--video", help="write the frames to this .mp4 or .gif instead of a window")
-    cli.add_argument(
-        "--trust",
-        action="store_true",
-        help="also load a checkpoint that holds code (a user-defined policy, or the pickle "
-        "format of neuroes 0.1); only for files from a source you trust",
-    )
     args = cli.parse_args(argv)
     try:
         if args.episodes < 1:

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from neuroes.algorithms import ALGORITHMS
+from neuroes.cli import Parser
 from neuroes.config import Config
 from neuroes.presets import GENERIC, PRESETS
 from neuroes.rollout import RolloutError
@@ -196,15 +197,10 @@ def _signals_as_interrupts(deferring: Callable[[], bool]) -> Iterator[list[int]]
             signal.signal(number, handler)
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
 def parser() -> argparse.ArgumentParser:
     """The command line: one flag per :class:`Config` field, then every algorithm option under
     the names of the algorithms that take it."""
-    cli = _Parser(
+    cli = Parser(
         prog="python -m neuroes.train",
         description=__doc__.splitlines()[0],
         argument_default=argparse.SUPPRESS,
