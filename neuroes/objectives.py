@@ -7,6 +7,7 @@ search gradient. Train with ``(-objective).backward()`` and any ``torch.optim`` 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
 import torch
@@ -72,10 +73,13 @@ def maxent(
     if bandwidth <= 0:
         raise ValueError(f"bandwidth must be positive, got {bandwidth}")
     z = zscore(behaviors.detach())
-    kernel = torch.exp(-torch.cdist(z, z).pow(2) / (2 * bandwidth**2))
-    kernel.fill_diagonal_(0)
-    density = expectation(kernel, sample, p)
-    return expectation(-density.clamp(min=torch.finfo(density.dtype).tiny).log(), sample, p)
+    log_kernel = -torch.cdist(z, z).pow(2) / (2 * bandwidth**2)
+    log_kernel.fill_diagonal_(-math.inf)
+    # Each member's kernel values over its largest: a member far from all others keeps its
+    # gradient (exp(-100) and less underflows in float32), the logarithm adds the shift back.
+    shift = log_kernel.max(dim=0).values
+    density = expectation(torch.exp(log_kernel - shift), sample, p)
+    return expectation(-(density.log() + shift), sample, p)
 
 
 def mix(terms: Sequence[Tensor], weights: Sequence[float]) -> Tensor:

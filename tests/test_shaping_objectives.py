@@ -165,6 +165,29 @@ def test_maxent_value_is_the_kernel_density_entropy_without_its_constant() -> No
         maxent(x, x, p, bandwidth=0)
 
 
+def test_maxent_gradient_reaches_a_member_far_from_all_others() -> None:
+    """A member about 7 z-units from every other has kernel values of exp(-90) and less, below
+    float32's range: its density, a ratio of them, still pulls it toward its nearest
+    neighbours. The gradient equals the estimator computed in float64, where nothing
+    underflows."""
+    mu = torch.zeros(2, requires_grad=True)
+    p = Normal(mu, 1.0, generator=0)
+    x = p.sample(50)
+    behaviors = x.detach().clone()
+    behaviors[0] = torch.tensor([12.0, 12.0])
+    (ours,) = torch.autograd.grad(maxent(behaviors, x, p), mu)
+    z = zscore(behaviors.double())
+    distances = torch.cdist(z, z).fill_diagonal_(math.inf)
+    assert distances[0].min() > 6.5
+    kernel = torch.exp(-distances.pow(2) / (2 * silverman(50, 2) ** 2))
+    assert kernel[0].max() < torch.finfo(torch.float32).tiny
+    log_prob = p.log_prob(x).double()
+    weight = torch.exp(log_prob - log_prob.detach())
+    density = (kernel * weight[:, None]).mean(0)
+    (exact,) = torch.autograd.grad((-density.log() * weight).mean(), mu)
+    torch.testing.assert_close(ours, exact, rtol=1e-4, atol=1e-6)
+
+
 def test_silverman_bandwidth() -> None:
     assert silverman(100, 1) == pytest.approx(1.0592 * 100 ** (-0.2), rel=1e-4)
     assert silverman(100, 2) == pytest.approx(100 ** (-1 / 6))
