@@ -27,14 +27,18 @@ Budgets (``--budget`` sets one for all): CartPole-v1 30 s, Pendulum-v1 120 s, Ha
 300 s per run. The clock counts generations only (neuroes' ``time/wall``); start-up done lazily
 (worker processes, Ray actors) falls inside the first generation. Reported per environment: a
 Markdown table of the best mean-policy (centre) return, median [range] over seeds, with
-generations and environment steps, and a figure of the best return so far against seconds
-(median over seeds) written to ``--figures``.
+generations and environment steps, with neuroes' ``pgpe`` also cut at evotorch's generation
+count of the same seed (the two PGPEs compared generation for generation, apart from their
+speed); a figure of the best return so far against seconds (median over seeds) and every run's
+learning curve (JSON) written to ``--figures``.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
+import json
 import logging
 import math
 import os
@@ -253,7 +257,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds per row")
     parser.add_argument("--jobs", type=int, default=2, help="runs at a time")
     parser.add_argument("--workers", type=int, default=1, help="worker processes per run")
-    parser.add_argument("--figures", default="benchmarks/results", help="folder of the figures")
+    parser.add_argument(
+        "--figures",
+        default="benchmarks/results",
+        help="folder of the figures and of the runs' learning curves (algorithms_ENV.json)",
+    )
     args = parser.parse_args(argv)
     names = [EVOTORCH if row == "evotorch" else row for row in args.rows]
     versions = [f"torch {torch.__version__}", f"gymnasium {gym.__version__}"]
@@ -292,9 +300,11 @@ def main(argv: list[str] | None = None) -> None:
                     flush=True,
                 )
             table(env_id, budget, args.seeds, results, refused)
-            path = Path(args.figures) / f"algorithms_{env_id.replace('/', '_')}.png"
-            figure(env_id, {k: v for k, v in results.items() if v}, path)
-            print(f"figure: {path}\n", flush=True)
+            stem = Path(args.figures) / f"algorithms_{env_id.replace('/', '_')}"
+            figure(env_id, {k: v for k, v in results.items() if v}, stem.with_suffix(".png"))
+            curves = {name: [dataclasses.asdict(r) for r in runs] for name, runs in results.items()}
+            stem.with_suffix(".json").write_text(json.dumps(curves))
+            print(f"figure: {stem}.png, learning curves: {stem}.json\n", flush=True)
 
 
 def table(
@@ -319,6 +329,14 @@ def table(
             print(
                 f"| {name} | {spread([r.best for r in runs])} | {generations:.0f} | {steps:,.0f} |"
             )
+    if results.get("pgpe") and results.get(
+        EVOTORCH
+    ):  # the same algorithm, generation by generation
+        matched = [
+            max(v for _, v in ours.trace[: theirs.generations])
+            for ours, theirs in zip(results["pgpe"], results[EVOTORCH], strict=True)
+        ]
+        print(f"| pgpe, first as many generations as {EVOTORCH} | {spread(matched)} | | |")
 
 
 if __name__ == "__main__":
