@@ -26,11 +26,12 @@ own process, evaluating in that process on one thread (``--workers 1``); ``--job
 Budgets (``--budget`` sets one for all): CartPole-v1 30 s, Pendulum-v1 120 s, HalfCheetah-v5
 300 s per run. The clock counts generations only (neuroes' ``time/wall``); start-up done lazily
 (worker processes, Ray actors) falls inside the first generation. Reported per environment: a
-Markdown table of the best mean-policy (centre) return, median [range] over seeds, with
-generations and environment steps, with neuroes' ``pgpe`` also cut at evotorch's generation
-count of the same seed (the two PGPEs compared generation for generation, apart from their
-speed); a figure of the best return so far against seconds (median over seeds) and every run's
-learning curve (JSON) written to ``--figures``.
+Markdown table of the best mean-policy (centre) return, median [range] over seeds, with the
+seconds it took to reach it, generations and environment steps (medians), and neuroes'
+``pgpe`` cut at evotorch's generation count of the same seed (the two PGPEs compared generation
+for generation, apart from their speed); a figure of the best return so far against seconds
+(median over seeds); every run's learning curve in ``--figures``/algorithms_ENV.json, from
+which ``--replot`` prints the tables and draws the figures again.
 """
 
 from __future__ import annotations
@@ -80,6 +81,10 @@ class Result:
     generations: int
     env_steps: int
     trace: list[tuple[float, float]]  # (seconds into the budget, mean-policy return) per generation
+
+    def seconds_to_best(self) -> float:
+        """Seconds into the budget of the first evaluation that reached the run's best."""
+        return next(seconds for seconds, value in self.trace if value >= self.best)
 
 
 def run_neuroes(env_id: str, algo: str, budget: float, workers: int, seed: int) -> Result:
@@ -223,8 +228,9 @@ def best_so_far(trace: list[tuple[float, float]], times: np.ndarray) -> np.ndarr
 
 
 def figure(env_id: str, results: dict[str, list[Result]], path: Path) -> None:
+    start = min(r.trace[0][0] for runs in results.values() for r in runs)
     end = max(r.trace[-1][0] for runs in results.values() for r in runs)  # the last overrun
-    times = np.linspace(0, end, 200)
+    times = np.geomspace(start, end, 200)  # on a log axis: fast rows are seen too
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for name, runs in results.items():
         if runs:
@@ -234,6 +240,7 @@ def figure(env_id: str, results: dict[str, list[Result]], path: Path) -> None:
                 ax.plot(times, np.nanmedian(curves, axis=0), label=name)
     ax.set(
         xlabel="seconds",
+        xscale="log",
         ylabel="best mean-policy return so far (median over seeds)",
         title=f"{env_id}, {len(next(iter(results.values())))} seeds",
     )
@@ -262,7 +269,20 @@ def main(argv: list[str] | None = None) -> None:
         default="benchmarks/results",
         help="folder of the figures and of the runs' learning curves (algorithms_ENV.json)",
     )
+    parser.add_argument(
+        "--replot",
+        action="store_true",
+        help="only print the tables and draw the figures again from the saved learning curves",
+    )
     args = parser.parse_args(argv)
+    if args.replot:
+        for env_id in args.envs:
+            saved = json.loads(curves_path(args.figures, env_id).read_text())
+            saved["results"] = {
+                name: [Result(**run) for run in runs] for name, runs in saved["results"].items()
+            }
+            report(env_id, **saved, folder=args.figures)
+        return
     names = [EVOTORCH if row == "evotorch" else row for row in args.rows]
     versions = [f"torch {torch.__version__}", f"gymnasium {gym.__version__}"]
     if EVOTORCH in names:
@@ -299,35 +319,40 @@ def main(argv: list[str] | None = None) -> None:
                     f"{outcome.env_steps:11,d} steps  best {outcome.best:8.1f}",
                     flush=True,
                 )
-            table(env_id, budget, args.seeds, results, refused)
-            stem = Path(args.figures) / f"algorithms_{env_id.replace('/', '_')}"
-            figure(env_id, {k: v for k, v in results.items() if v}, stem.with_suffix(".png"))
             curves = {name: [dataclasses.asdict(r) for r in runs] for name, runs in results.items()}
-            stem.with_suffix(".json").write_text(json.dumps(curves))
-            print(f"figure: {stem}.png, learning curves: {stem}.json\n", flush=True)
+            saved = {"budget": budget, "seeds": args.seeds, "refused": refused, "results": curves}
+            curves_path(args.figures, env_id).write_text(json.dumps(saved))
+            report(env_id, budget, args.seeds, results, refused, args.figures)
 
 
-def table(
+def curves_path(folder: str, env_id: str) -> Path:
+    return Path(folder) / f"algorithms_{env_id.replace('/', '_')}.json"
+
+
+def report(
     env_id: str,
     budget: float,
     seeds: list[int],
     results: dict[str, list[Result]],
     refused: dict[str, str],
+    folder: str,
 ) -> None:
-    """Prints the Markdown table of one environment."""
+    """Prints the Markdown table of one environment and draws its figure."""
     print(
         f"\n| {env_id}, {budget:.0f} s, seeds {', '.join(map(str, seeds))} "
-        "| best mean-policy return, median [range] | generations | env steps |"
+        "| best mean-policy return, median [range] | seconds to it | generations | env steps |"
     )
-    print("|---|---|---|---|")
+    print("|---|---|---|---|---|")
     for name, runs in results.items():
         if name in refused:
-            print(f"| {name} | refused: {refused[name]} | | |")
+            print(f"| {name} | refused: {refused[name]} | | | |")
         elif runs:
+            seconds = statistics.median(r.seconds_to_best() for r in runs)
             generations = statistics.median(r.generations for r in runs)
             steps = statistics.median(r.env_steps for r in runs)
             print(
-                f"| {name} | {spread([r.best for r in runs])} | {generations:.0f} | {steps:,.0f} |"
+                f"| {name} | {spread([r.best for r in runs])} | {seconds:.1f} | {generations:.0f} "
+                f"| {steps:,.0f} |"
             )
     if results.get("pgpe") and results.get(
         EVOTORCH
@@ -336,7 +361,10 @@ def table(
             max(v for _, v in ours.trace[: theirs.generations])
             for ours, theirs in zip(results["pgpe"], results[EVOTORCH], strict=True)
         ]
-        print(f"| pgpe, first as many generations as {EVOTORCH} | {spread(matched)} | | |")
+        print(f"| pgpe, first as many generations as {EVOTORCH} | {spread(matched)} | | | |")
+    path = curves_path(folder, env_id).with_suffix(".png")
+    figure(env_id, {name: runs for name, runs in results.items() if runs}, path)
+    print(f"figure: {path}, learning curves: {path.with_suffix('.json')}\n", flush=True)
 
 
 if __name__ == "__main__":
