@@ -83,8 +83,10 @@ class Result:
     trace: list[tuple[float, float]]  # (seconds into the budget, mean-policy return) per generation
 
     def seconds_to_best(self) -> float:
-        """Seconds into the budget of the first evaluation that reached the run's best."""
-        return next(seconds for seconds, value in self.trace if value >= self.best)
+        """Seconds into the budget of the first evaluation that reached the run's best (of the
+        curve: TensorBoard keeps it in float32)."""
+        best = max(value for _, value in self.trace)
+        return next(seconds for seconds, value in self.trace if value == best)
 
 
 def run_neuroes(env_id: str, algo: str, budget: float, workers: int, seed: int) -> Result:
