@@ -321,10 +321,16 @@ def main(argv: list[str] | None = None) -> None:
                     f"{outcome.env_steps:11,d} steps  best {outcome.best:8.1f}",
                     flush=True,
                 )
-            curves = {name: [dataclasses.asdict(r) for r in runs] for name, runs in results.items()}
+            curves = {name: [rounded(r) for r in runs] for name, runs in results.items()}
             saved = {"budget": budget, "seeds": args.seeds, "refused": refused, "results": curves}
             curves_path(args.figures, env_id).write_text(json.dumps(saved))
             report(env_id, budget, args.seeds, results, refused, args.figures)
+
+
+def rounded(result: Result) -> dict:
+    """``result`` as JSON data, its curve to the millisecond and the hundredth of a return."""
+    trace = [(round(seconds, 3), round(value, 2)) for seconds, value in result.trace]
+    return dataclasses.asdict(result) | {"trace": trace}
 
 
 def curves_path(folder: str, env_id: str) -> Path:
