@@ -276,9 +276,11 @@ class Run:
 
     def evaluate_vectors(self, thetas: torch.Tensor, episodes: int, seed: int) -> Rollouts:
         """Rollouts of the vectors ``thetas`` (P, d) on the backend, cut at ``max_steps``
-        (for algorithms that play extra episodes, such as the GA's elite candidates)."""
-        population = Population(thetas)
-        return self.backend.evaluate(population, seed, episodes, self.config.max_steps)
+        (for algorithms that play extra episodes, such as the GA's elite candidates); their
+        steps count among the run's."""
+        rollouts = self.backend.evaluate(Population(thetas), seed, episodes, self.config.max_steps)
+        self.env_steps += rollouts.env_steps
+        return rollouts
 
     def close(self) -> None:
         """Stop the backend's workers and flush the logs (once; later calls do nothing)."""

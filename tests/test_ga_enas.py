@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import math
 import re
 from concurrent.futures import ThreadPoolExecutor
@@ -84,6 +85,19 @@ def test_ga_elite_is_the_best_candidate_after_re_evaluation_and_parents_are_the_
     true = _toy_fitness(population.thetas)
     best = max([0, *others], key=lambda i: true[i])
     assert calls[-1] == (4, 7) and torch.equal(ga.mean, population.thetas[best])
+
+
+def test_the_elite_candidates_extra_episodes_count_among_the_run_steps(tmp_path) -> None:
+    summary = train.train(
+        "CartPole-v1", algo="ga", popsize=8, parents=3, generations=3, elite_candidates=2,
+        elite_episodes=3, target_return=math.inf, progress=False, logdir=str(tmp_path / "r"),
+    )  # fmt: skip
+    lines = (summary.run_dir / "metrics.jsonl").read_text().splitlines()
+    rows = [json.loads(line) for line in lines]
+    members = sum(8 * row["rollout/length_mean"] for row in rows)
+    elite = sum(row["ga/elite_env_steps"] for row in rows)
+    assert elite > 0 and summary.env_steps == rows[-1]["time/env_steps"]
+    assert summary.env_steps == pytest.approx(members + elite)
 
 
 def test_ga_starts_from_independent_initializations_of_the_policy() -> None:

@@ -12,7 +12,8 @@ or, once there is an elite, the previous elite and the ``elite_candidates - 1`` 
 in the paper, so at least 2); each plays ``elite_episodes`` extra episodes through the
 setup's ``evaluate`` inside :meth:`GeneticAlgorithm.tell`, from seeds of the algorithm's
 generator, and the best mean becomes the elite. Their steps are reported as
-``ga/elite_env_steps``. Without ``evaluate``, or with ``elite_episodes=0``, the candidates are
+``ga/elite_env_steps`` and, through the trainer's ``evaluate``, count in ``time/env_steps``.
+Without ``evaluate``, or with ``elite_episodes=0``, the candidates are
 ranked by training return.
 
 Genomes: a member is a tuple of seeds, the first seeding its initialization
