@@ -28,8 +28,8 @@ Budgets (``--budget`` sets one for all): CartPole-v1 30 s, Pendulum-v1 120 s, Ha
 (worker processes, Ray actors) falls inside the first generation. Reported per environment: a
 Markdown table of the best mean-policy (centre) return, median [range] over seeds, with the
 seconds it took to reach it, generations and environment steps (medians), and neuroes'
-``pgpe`` cut at evotorch's generation count of the same seed (the two PGPEs compared generation
-for generation, apart from their speed); a figure of the best return so far against seconds
+``pgpe`` cut at evotorch's number of updates of the same seed (the two PGPEs compared update
+for update, apart from their speed); a figure of the best return so far against seconds
 (median over seeds); every run's learning curve in ``--figures``/algorithms_ENV.json, from
 which ``--replot`` prints the tables and draws the figures again.
 """
@@ -362,14 +362,14 @@ def report(
                 f"| {name} | {spread([r.best for r in runs])} | {seconds:.1f} | {generations:.0f} "
                 f"| {steps:,.0f} |"
             )
-    if results.get("pgpe") and results.get(
-        EVOTORCH
-    ):  # the same algorithm, generation by generation
+    if results.get("pgpe") and results.get(EVOTORCH):
+        # The same algorithm, update for update: neuroes evaluates its mean before each update
+        # (trace[k] follows k updates), the evotorch loop its centre after each (trace[k]: k+1).
         matched = [
-            max(v for _, v in ours.trace[: theirs.generations])
+            max(v for _, v in ours.trace[: theirs.generations + 1])
             for ours, theirs in zip(results["pgpe"], results[EVOTORCH], strict=True)
         ]
-        print(f"| pgpe, first as many generations as {EVOTORCH} | {spread(matched)} | | | |")
+        print(f"| pgpe, as many updates as {EVOTORCH} | {spread(matched)} | | | |")
     path = curves_path(folder, env_id).with_suffix(".png")
     figure(env_id, {name: runs for name, runs in results.items() if runs}, path)
     print(f"figure: {path}, learning curves: {path.with_suffix('.json')}\n", flush=True)
