@@ -72,6 +72,10 @@ def maxent(
     bandwidth = silverman(n, k) if bandwidth is None else bandwidth
     if bandwidth <= 0:
         raise ValueError(f"bandwidth must be positive, got {bandwidth}")
+    if n < 2:
+        raise ValueError(
+            f"maxent leaves each member out of its own density: it needs 2 or more, got {n}"
+        )
     z = zscore(behaviors.detach())
     log_kernel = -torch.cdist(z, z).pow(2) / (2 * bandwidth**2)
     log_kernel.fill_diagonal_(-math.inf)

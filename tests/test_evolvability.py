@@ -55,7 +55,7 @@ def test_reuse_continues_a_run_to_a_larger_budget_as_if_trained_at_once(tmp_path
     assert "trained)" in bench(3, at_once)
     assert torch.equal(mean(continued), mean(at_once))
     assert "reused)" in bench(3, continued)
-    assert "trained)" in bench(2, continued)  # nor is a larger one
+    assert "trained)" in bench(2, continued)  # a larger saved budget is not read as this one
 
 
 def _coverage(algo: str, tmp_path: Path) -> int:

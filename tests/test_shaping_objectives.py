@@ -163,6 +163,8 @@ def test_maxent_value_is_the_kernel_density_entropy_without_its_constant() -> No
     assert torch.isfinite(mu.grad).all()
     with pytest.raises(ValueError, match="bandwidth must be positive"):
         maxent(x, x, p, bandwidth=0)
+    with pytest.raises(ValueError, match="needs 2 or more, got 1"):
+        maxent(x[:1], x[:1], p)
 
 
 def test_maxent_gradient_reaches_a_member_far_from_all_others() -> None:
