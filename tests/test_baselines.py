@@ -5,6 +5,8 @@ pycma (convergence, exact resume from a checkpoint, the full-covariance limit)."
 from __future__ import annotations
 
 import math
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,6 +20,9 @@ from neuroes.algorithms import ARS, CMA, PGPE, SNES, SepCMA
 from neuroes.algorithms.cmaes import MAX_FULL_DIM
 from neuroes.optim import ClipUp
 from neuroes.population import Population
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import algorithms as algorithms_benchmark  # noqa: E402
 
 MU0 = torch.tensor([1.0, -2.0, 0.5, 3.0])
 NEAR = torch.tensor([0.6, 0.3, 0.5, 0.9])  # near the optimum, the quadratic term ranks pairs too
@@ -313,3 +318,14 @@ def test_cma_is_pycma_with_our_settings_quiet_and_on_its_own_generator(tmp_path,
     assert isinstance(full.es.sm, GaussFullSampler)
     assert not isinstance(diagonal.es.sm, GaussFullSampler)
     assert "sm.C" in full.state_dict()["pycma"] and "sm.C" not in diagonal.state_dict()["pycma"]
+
+
+def test_the_benchmark_of_every_algorithm_runs_and_replots_its_tables(tmp_path, capsys) -> None:
+    argv = ["--envs", "CartPole-v1", "--rows", "nes", "cma", "--budget", "1", "--seeds", "0",
+            "--jobs", "1", "--figures", str(tmp_path)]  # fmt: skip
+    algorithms_benchmark.main(argv)
+    run = [line for line in capsys.readouterr().out.splitlines() if line.startswith("|")]
+    assert [line.split(" | ")[0] for line in run[2:]] == ["| nes", "| cma"]
+    assert (tmp_path / "algorithms_CartPole-v1.png").stat().st_size > 10_000
+    algorithms_benchmark.main([*argv, "--replot"])
+    assert [line for line in capsys.readouterr().out.splitlines() if line.startswith("|")] == run
