@@ -164,7 +164,8 @@ def run(config: Config, reuse: bool) -> tuple[int, float, str]:
     if saved:
         folder = Path(config.logdir)
         resumed = Config(config.env_id, resume=str(folder / "checkpoint.pt"), logdir=str(folder))
-        summary = train(resumed, generations=config.generations, time_limit=config.time_limit)
+        budget = {"generations": config.generations, "time_limit": config.time_limit}
+        summary = train(resumed, **budget, progress=config.progress)
         return summary.generations, summary.wall_time, f"continued from {saved[0]} generations"
     summary = train(config)
     return summary.generations, summary.wall_time, "trained"
@@ -182,7 +183,9 @@ def main(argv: list[str] | None = None) -> int:
     cli.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     cli.add_argument("--generations", type=int, help="override the protocol's generations")
     cli.add_argument("--minutes", type=float, help="override the protocol's time limit per run")
-    cli.add_argument("--algos", nargs="+", choices=ALGORITHMS, default=ALGORITHMS)
+    cli.add_argument(
+        "--algos", nargs="+", choices=ALGORITHMS, default=ALGORITHMS, help="algorithms to run"
+    )
     cli.add_argument("--samples", type=int, default=1000, help="members drawn per distribution")
     cli.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     cli.add_argument(
