@@ -57,11 +57,11 @@ import gymnasium as gym
 import matplotlib
 import numpy as np
 import torch
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from neuroes.agents import get_flat, make_policy
 from neuroes.algorithms import Setup, make_algorithm
 from neuroes.config import Config
+from neuroes.plot import curve
 from neuroes.train import train
 
 matplotlib.use("Agg")
@@ -83,8 +83,8 @@ class Result:
     trace: list[tuple[float, float]]  # (seconds into the budget, mean-policy return) per generation
 
     def seconds_to_best(self) -> float:
-        """Seconds into the budget of the first evaluation that reached the run's best (of the
-        curve: TensorBoard keeps it in float32)."""
+        """Seconds into the budget of the first evaluation that reached the best of the curve
+        (as saved: rounded)."""
         best = max(value for _, value in self.trace)
         return next(seconds for seconds, value in self.trace if value == best)
 
@@ -106,10 +106,8 @@ def run_neuroes(env_id: str, algo: str, budget: float, workers: int, seed: int) 
                 logdir=logdir,
             )
         )
-        events = EventAccumulator(logdir)
-        events.Reload()
-        walls, returns = events.Scalars("time/wall"), events.Scalars("eval/return")
-        trace = [(w.value, r.value) for w, r in zip(walls, returns, strict=True)]
+        walls, returns = curve(summary.run_dir, x="wall")
+        trace = list(zip(walls.tolist(), returns.tolist(), strict=True))
     return Result(summary.best_return, summary.generations, summary.env_steps, trace)
 
 
