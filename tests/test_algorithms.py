@@ -98,8 +98,10 @@ def test_the_constructor_defaults_are_the_options_defaults(name) -> None:
 
 
 def _settings(algorithm) -> dict:
-    """An algorithm's plain settings: its numbers, flags and names, and its optimizer's rates."""
+    """An algorithm's plain settings: its numbers, flags and names, the lengths of its lists
+    (a novelty algorithm's agents), and its optimizer's rates."""
     plain = {k: v for k, v in vars(algorithm).items() if isinstance(v, int | float | str | tuple)}
+    plain |= {k: len(v) for k, v in vars(algorithm).items() if isinstance(v, list)}
     optimizer = getattr(algorithm, "optimizer", None)
     if optimizer is not None:
         plain["lrs"] = [group["lr"] for group in optimizer.param_groups]

@@ -58,15 +58,28 @@ def test_novelty_equals_a_brute_force_count_with_ties_and_small_archives() -> No
         torch.testing.assert_close(novelty(behaviors, archive, k), expected)
 
 
+def test_novelty_keeps_its_precision_for_close_behaviors_far_from_the_origin() -> None:
+    """Positions near (1e4, 1e4), a millimetre apart: distances from |x|^2 + |y|^2 - 2 x.y
+    (torch's faster form for more than 25 rows) would lose about 6 of their digits."""
+    generator = torch.Generator().manual_seed(1)
+    archive = 1e4 + 1e-3 * torch.randn(40, 2, generator=generator, dtype=torch.float64)
+    behaviors = 1e4 + 1e-3 * torch.randn(30, 2, generator=generator, dtype=torch.float64)
+    expected = _brute_force(behaviors, archive, 10)
+    torch.testing.assert_close(novelty(behaviors, archive, 10), expected, rtol=1e-9, atol=0)
+
+
 def _three_agents() -> object:
     policy = _policy()
     return make_algorithm("ns", Setup(policy, popsize=8, sigma=0.1, seed=5), {"agents": 3})
 
 
-def test_agents_are_chosen_in_proportion_to_their_novelty() -> None:
+@pytest.mark.parametrize("scale", [1.0, 0.01])  # 0.01: novelties that sum to less than 1
+def test_agents_are_chosen_in_proportion_to_their_novelty(scale) -> None:
     algorithm = _three_agents()
-    algorithm.archive = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 3.0]], dtype=torch.float64)
-    algorithm.behaviors = torch.tensor([[0.0, 0.0], [2.0, 0.0], [0.0, 7.0]], dtype=torch.float64)
+    archive = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 3.0]], dtype=torch.float64)
+    algorithm.archive = scale * archive
+    behaviors = torch.tensor([[0.0, 0.0], [2.0, 0.0], [0.0, 7.0]], dtype=torch.float64)
+    algorithm.behaviors = scale * behaviors
     share = novelty(algorithm.behaviors, algorithm.archive, algorithm.neighbors)
     share = (share / share.sum()).numpy()
     draws = 20000
@@ -244,6 +257,7 @@ def test_novelty_search_reaches_places_of_a_trap_that_nes_does_not() -> None:
     [
         (["--agents", "0"], "error: agents must be at least 1, got 0"),
         (["--neighbors", "0"], "error: neighbors must be at least 1, got 0"),
+        (["--mean-episodes", "0"], "error: mean_episodes must be at least 1, got 0"),
         (["--descriptor", "none"], "error: novelty search needs behaviors and got none"),
         (["--algo", "nsra", "--patience", "0"], "error: patience must be at least 1, got 0"),
         (["--algo", "nsra", "--weight-delta", "0"], "error: weight_delta must be in (0, 1], "),

@@ -165,6 +165,10 @@ def test_maxent_value_is_the_kernel_density_entropy_without_its_constant() -> No
         maxent(x, x, p, bandwidth=0)
     with pytest.raises(ValueError, match="needs 2 or more, got 1"):
         maxent(x[:1], x[:1], p)
+    # Two members: each one's density is the kernel at the other over n = 2.
+    z = zscore(x[:2].detach())
+    expected = (z[0] - z[1]).pow(2).sum() / (2 * h**2) + math.log(2)
+    torch.testing.assert_close(maxent(x[:2], x[:2], p, bandwidth=h), expected)
 
 
 def test_maxent_gradient_reaches_a_member_far_from_all_others() -> None:
