@@ -70,7 +70,7 @@ def mutmut(*args: str) -> int:
     return subprocess.run(command, cwd=STAGE, env=env).returncode
 
 
-def test_workers() -> list[str]:
+def map_worker_functions() -> list[str]:
     """Give the functions of ``IN_WORKERS`` their starters' tests in mutmut's map; return
     their mutants that ran without tests."""
     path = STAGE / "mutants" / "mutmut-stats.json"
@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         (STAGE / "mutants" / "mutmut-stats.json").unlink(missing_ok=True)
     stage()
     code = mutmut("run", "--max-children", str(args.jobs), *mutants)
-    unmapped = test_workers()
+    unmapped = map_worker_functions()
     if unmapped:
         code = mutmut("run", "--max-children", str(args.jobs), *unmapped) or code
     score()
