@@ -11,12 +11,18 @@ from neuroes import Bernoulli, Categorical, MixtureNormal, NoiseTable, Normal, e
 from neuroes.distributions import Joint, TopK
 
 
-def test_sample_shape_and_mirrored_pairs() -> None:
-    mu = torch.zeros(3, 2)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_samples_are_mu_plus_sigma_times_the_generators_noise_in_mirrored_pairs(dtype) -> None:
+    """Member ``2k`` is ``mu + sigma eps_k`` and ``2k + 1`` is ``mu - sigma eps_k``, ``eps``
+    drawn from the generator in the mean's dtype."""
+    mu = torch.arange(6, dtype=dtype).reshape(3, 2).requires_grad_()
+    eps = torch.randn((3, 3, 2), generator=torch.Generator().manual_seed(0), dtype=dtype)
     x = Normal(mu, 0.5, mirrored=True, generator=0).sample(6)
-    assert x.shape == (6, 3, 2)
-    torch.testing.assert_close(x[0::2], -x[1::2])
-    assert not x.requires_grad
+    assert x.shape == (6, 3, 2) and x.dtype == dtype and not x.requires_grad
+    assert torch.equal(x[0::2], mu.detach() + 0.5 * eps)
+    assert torch.equal(x[1::2], mu.detach() - 0.5 * eps)
+    plain = Normal(mu, 0.5, generator=0).sample(3)
+    assert torch.equal(plain, mu.detach() + 0.5 * eps)
 
 
 def test_same_seed_same_samples_different_seed_different() -> None:

@@ -7,6 +7,7 @@ that cannot be recovered must stop with one line naming the members and the envi
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import random
 import signal
@@ -25,7 +26,7 @@ import torch
 from neuroes import checkpoint, shards
 from neuroes.agents import get_flat, make_policy
 from neuroes.algorithms import NES
-from neuroes.shards import ShardTimeout, WorkerSpec
+from neuroes.shards import MAX_KILLS, ShardTimeout, WorkerError, WorkerSpec
 from neuroes.trainer import EVALUATION, stream_seed
 from neuroes.workers import InProcess, LocalWorkers
 
@@ -177,6 +178,68 @@ def test_fifteen_generations_with_workers_killed_at_random_end_where_one_process
             killer.join()
         assert len(killed) >= 3, "the run should have lost workers"
         assert torch.equal(algorithms[0].mean, algorithms[1].mean)
+    finally:
+        pool.close()
+
+
+def _pendulum_built_once(folder: str, fail: str):
+    """A Pendulum factory that builds in the first process that calls it (its pid is written
+    to the file ``built`` in ``folder``) and fails in any other: raises (``fail="raise"``) or
+    ends the process with exit code 3 (``fail="exit"``)."""
+
+    def make() -> gym.Env:
+        marker = os.path.join(folder, "built")
+        with contextlib.suppress(FileExistsError), open(marker, "x") as first:
+            first.write(str(os.getpid()))
+        if Path(marker).read_text() != str(os.getpid()):
+            if fail == "exit":
+                os._exit(3)
+            raise RuntimeError("no simulator licence left")
+        return gym.make("Pendulum-v1")
+
+    return make
+
+
+def _one_worker(tmp_path: Path, fail: str, built: bool) -> tuple[LocalWorkers, WorkerSpec]:
+    if built:
+        (tmp_path / "built").touch()
+    spec = dataclasses.replace(
+        _spec(tmp_path, once=True), env=_pendulum_built_once(str(tmp_path), fail)
+    )
+    return LocalWorkers(spec, None, 1), spec
+
+
+@pytest.mark.parametrize(
+    ("fail", "why"),
+    [("raise", "RuntimeError: no simulator licence left"), ("exit", "exit code 3")],
+)
+def test_a_worker_that_cannot_start_before_any_was_ready_stops_the_evaluation(
+    tmp_path, fail, why
+) -> None:
+    """Nothing has worked yet: the first worker that fails to build its evaluator, or dies
+    building it, stops the evaluation with one line saying why."""
+    pool, spec = _one_worker(tmp_path, fail, built=True)
+    try:
+        with pytest.raises(WorkerError, match=f"^worker 0 could not start: {why}"):
+            pool.evaluate(_population(spec), 1, 1, 30)
+        assert pool.failed_starts == 1
+    finally:
+        pool.close()
+
+
+def test_workers_that_die_starting_after_one_was_ready_are_replaced_max_kills_times(
+    tmp_path,
+) -> None:
+    """A worker was ready, then was killed: its replacements, dying as they start, are
+    replaced until ``MAX_KILLS`` have died in a row, and the evaluation stops with one line."""
+    pool, spec = _one_worker(tmp_path, "exit", built=False)
+    try:
+        population = _population(spec)
+        pool.evaluate(population, 1, 1, 30)
+        os.kill(pool.processes[next(iter(pool.live))].pid, signal.SIGKILL)
+        with pytest.raises(WorkerError, match=r"^worker \d+ could not start: exit code 3$"):
+            pool.evaluate(population, 1, 1, 30)
+        assert pool.failed_starts == MAX_KILLS
     finally:
         pool.close()
 

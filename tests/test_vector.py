@@ -284,6 +284,21 @@ def test_which_environments_take_a_batch_and_which_fall_back() -> None:
     assert type(make_batch("MountainCarContinuous-v0")) is EnvList
 
 
+def test_a_native_vector_has_the_spaces_of_its_keywords() -> None:
+    """A smaller arena bounds the observations more tightly, in the batch as in the env."""
+    kwargs = {"half_size": 1.5}
+    batch, single = (
+        make_batch("neuroes/PointMaze-v0", kwargs),
+        gym.make("neuroes/PointMaze-v0", **kwargs),
+    )
+    assert (
+        batch.observation_space
+        == single.observation_space
+        != gym.make("neuroes/PointMaze-v0").observation_space
+    )
+    assert batch.action_space == single.action_space
+
+
 def test_pendulum_batch_clips_torques_and_takes_keywords_as_gymnasium_does() -> None:
     kwargs = {"g": 5.0, "max_episode_steps": 1}
     batch, seeds = make_batch("Pendulum-v1", kwargs), np.array([0, 1, 2])
