@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -240,6 +242,59 @@ def test_workers_that_die_starting_after_one_was_ready_are_replaced_max_kills_ti
         with pytest.raises(WorkerError, match=r"^worker \d+ could not start: exit code 3$"):
             pool.evaluate(population, 1, 1, 30)
         assert pool.failed_starts == MAX_KILLS
+    finally:
+        pool.close()
+
+
+def _pendulum_deadly_from_seed_77(folder: str):
+    """A Pendulum factory whose episodes from seed 77 end their process at step 2 (exit code 5),
+    after appending its process id to the file ``deaths`` in ``folder``."""
+
+    class Deadly(gym.Wrapper):
+        def reset(self, *, seed=None, options=None):
+            self.t, self.deadly = 0, seed == 77
+            return super().reset(seed=seed, options=options)
+
+        def step(self, action):
+            self.t += 1
+            if self.deadly and self.t == 2:
+                with open(os.path.join(folder, "deaths"), "a") as deaths:
+                    deaths.write(f"{os.getpid()}\n")
+                os._exit(5)
+            return super().step(action)
+
+    def make() -> gym.Env:
+        return Deadly(gym.make("Pendulum-v1"))
+
+    return make
+
+
+def test_a_shard_that_takes_down_max_kills_workers_stops_the_evaluation_with_one_line(
+    tmp_path, caplog
+) -> None:
+    """Each worker that dies with a shard is replaced and the shard goes to another, counted
+    as a rerun, until the same shard has taken down ``MAX_KILLS`` workers."""
+    spec = _spec(tmp_path, once=True)
+    spec = dataclasses.replace(spec, env=_pendulum_deadly_from_seed_77(str(tmp_path)))
+    pool = LocalWorkers(spec, None, 2, shards_per_worker=2)  # 8 members: shards of 2 rows
+    rows = f"members 4-5 of {spec.env_name}"
+    try:
+        with (
+            caplog.at_level(logging.WARNING, logger="neuroes.shards"),
+            pytest.raises(
+                WorkerError,
+                match=f"^{re.escape(rows)} took down {MAX_KILLS} workers in one evaluation$",
+            ),
+        ):
+            pool.evaluate(_population(spec, 8), np.r_[[1] * 5, 77, 1, 1], 1, 30)
+        assert len((tmp_path / "deaths").read_text().split()) == MAX_KILLS
+        warned = [
+            r.getMessage() for r in caplog.records if "go to another worker" in r.getMessage()
+        ]
+        assert warned == [f"a worker died (exit code 5); {rows} go to another worker"] * (
+            MAX_KILLS - 1
+        )
+        assert pool.scalars()["time/shards_rerun"] == MAX_KILLS
     finally:
         pool.close()
 
