@@ -62,7 +62,8 @@ BAD = [
     (["CartPole-v1", "--algo", "nes", "--parents", "5"], 2, "--parents is an option of ga"),
     (["CartPole-v1", "--lr", "1e308"], 3, "diverged at generation 1: the mean has non-finite"),
     (["CartPole-v1", "--algo", "maxvar", "--descriptor", "none"], 2,
-     "no behavior descriptor; evolvability objectives"),
+     "error: this environment has no behavior descriptor; evolvability objectives need one "
+     "(pass a descriptor function, or train with --algo nes)"),
     (["CartPole-v1", "--logdir", "{previous}"], 2, "already holds a run; continue it with"),
     (["CartPole-v1", "--resume", "{previous}/checkpoint.pt", "--hidden", "8"], 2,
      "cannot resume"),
