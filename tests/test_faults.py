@@ -99,13 +99,18 @@ def _population(spec: WorkerSpec, popsize: int = 16):
 
 
 def test_a_shard_that_hangs_once_goes_to_another_worker_and_changes_nothing(
-    make_pool, tmp_path
+    make_pool, tmp_path, caplog
 ) -> None:
     spec = _spec(tmp_path, once=True)
     population, seeds = _population(spec), np.r_[[1] * 5, HUNG, [1] * 10]
     pool = make_pool(spec)
     tick = time.monotonic()
-    result = pool.evaluate(population, seeds, 1, 30)
+    with caplog.at_level(logging.WARNING, logger="neuroes.shards"):
+        result = pool.evaluate(population, seeds, 1, 30)
+    assert [r.getMessage() for r in caplog.records if "timed out" in r.getMessage()] == [
+        f"members 4-7 of {spec.env_name} timed out after 3 s; they go to another worker, "
+        "the stuck one is replaced"
+    ]
     assert time.monotonic() - tick < 2 * TIMEOUT + 20  # one deadline, one worker restarted
     assert (tmp_path / "hung").exists()
     assert_same(result, InProcess(spec, None).evaluate(population, seeds, 1, 30))
@@ -120,6 +125,7 @@ def test_a_shard_that_always_hangs_stops_the_evaluation_with_one_line(make_pool,
     with pytest.raises(ShardTimeout) as stopped:  # shards of 4 rows: row 5 is in 4-7
         pool.evaluate(population, seeds, 1, 30)
     assert time.monotonic() - tick < shards.MAX_TIMEOUTS * (TIMEOUT + 5) + 20
+    assert pool.scalars()["time/shards_rerun"] == shards.MAX_TIMEOUTS
     assert str(stopped.value).startswith(
         f"members 4-7 of {spec.env_name} timed out 3 times (the last deadline was 3 s"
     )

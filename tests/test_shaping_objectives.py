@@ -211,6 +211,27 @@ def test_objectives_reject_mismatched_rows() -> None:
     x = p.sample(4)
     with pytest.raises(ValueError, match="behaviors has 3 rows but there are 4 samples"):
         maxvar(torch.zeros(3, 2), x, p)
+    with pytest.raises(ValueError, match="^returns has 3 rows but there are 4 samples$"):
+        fitness(torch.zeros(3), x, p)
+
+
+@pytest.mark.parametrize("objective", [maxvar, maxent])
+def test_one_dimensional_behaviors_are_one_column(objective) -> None:
+    p = Normal(torch.zeros(2, requires_grad=True), 1.0, generator=0)
+    x = p.sample(6)
+    behaviors = torch.arange(6.0) ** 2
+    assert torch.equal(objective(behaviors, x, p), objective(behaviors[:, None], x, p))
+
+
+def test_nes_objective_is_the_expected_shaped_return() -> None:
+    """With no shaping the objective at the distribution's own sample is the mean return;
+    with centered ranks (the default), whose mean is 0, it is 0."""
+    p = Normal(torch.zeros(2, requires_grad=True), 1.0, generator=0)
+    x, returns = p.sample(4), Rollouts.of([1.0, 2.0, 4.0, 9.0])
+    mu = torch.zeros(2)
+    plain = NES(mu, 1.0, 4, lr=0.1, shaping="none").objective(returns, x, p)
+    assert plain.item() == pytest.approx(4.0)
+    assert NES(mu, 1.0, 4, lr=0.1).objective(returns, x, p).item() == pytest.approx(0.0)
 
 
 def test_evograd_demos_reach_their_goals() -> None:
