@@ -28,6 +28,7 @@ import torch
 from neuroes import checkpoint, shards
 from neuroes.agents import get_flat, make_policy
 from neuroes.algorithms import NES
+from neuroes.population import Population
 from neuroes.shards import MAX_KILLS, ShardTimeout, WorkerError, WorkerSpec
 from neuroes.trainer import EVALUATION, stream_seed
 from neuroes.workers import InProcess, LocalWorkers
@@ -248,6 +249,23 @@ def test_workers_that_die_starting_after_one_was_ready_are_replaced_max_kills_ti
         with pytest.raises(WorkerError, match=r"^worker \d+ could not start: exit code 3$"):
             pool.evaluate(population, 1, 1, 30)
         assert pool.failed_starts == MAX_KILLS
+        assert pool.scalars()["time/workers"] == 0  # its last replacement is starting
+    finally:
+        pool.close()
+
+
+def test_an_idle_worker_that_died_is_replaced_and_the_evaluation_goes_on(tmp_path) -> None:
+    spec = _spec(tmp_path, once=True)
+    pool, population = LocalWorkers(spec, None, 2), _population(spec)
+    try:
+        while pool.starting:
+            pool.evaluate(population, 1, 1, 30)
+        idle = pool.idle[-1]  # one member, one shard: it goes to the first idle worker
+        pool.processes[idle].kill()
+        pool.processes[idle].join()
+        one = Population(population.thetas[:1])
+        assert_same(pool.evaluate(one, 1, 1, 30), InProcess(spec, None).evaluate(one, 1, 1, 30))
+        assert idle not in pool.live and len(pool.live) == 2
     finally:
         pool.close()
 
