@@ -30,7 +30,7 @@ from neuroes.noise import NoiseTable
 from neuroes.population import Population
 from neuroes.rollout import RolloutError, Rollouts
 from neuroes.shards import ShardEvaluator, WorkerError, WorkerSpec, split
-from neuroes.workers import InProcess, LocalWorkers, answer, encode
+from neuroes.workers import InProcess, LocalWorkers, answer, encode, make_backend
 
 FIELDS = ("returns", "lengths", "behaviors", "steps", "observation_sum", "observation_sum_sq")
 
@@ -271,6 +271,19 @@ def test_ray_missing_is_one_line_naming_the_extra(monkeypatch, capsys, tmp_path)
     err = capsys.readouterr().err.strip()
     assert err == 'error: --ray needs Ray: pip install "neuroes[ray]"'
     assert not run_dir.exists()
+
+
+def test_one_worker_is_this_process_and_ray_workers_cap_the_actors(ray_session) -> None:
+    """``--workers 1`` with Ray means no cap: one actor per CPU of the (2-CPU) cluster."""
+    spec = WorkerSpec("CartPole-v1", _policy("CartPole-v1"))
+    assert type(make_backend(spec, None)) is InProcess
+    uncapped = make_backend(spec, None, 1, ray="auto")
+    capped = make_backend(spec, None, 3, ray="auto")
+    try:
+        assert len(uncapped.live) == 2 and uncapped.workers > 2 and capped.workers == 3
+    finally:
+        uncapped.close()
+        capped.close()
 
 
 def test_workers_must_be_positive() -> None:

@@ -299,6 +299,25 @@ def test_a_native_vector_has_the_spaces_of_its_keywords() -> None:
     assert batch.action_space == single.action_space
 
 
+def test_cartpole_batch_takes_keywords_as_gymnasium_does() -> None:
+    """Sutton and Barto's reward: 0 a step, -1 when the pole falls."""
+    kwargs, seeds = {"sutton_barto_reward": True}, np.array([0, 1])
+    batch = make_batch("CartPole-v1", kwargs)
+    assert type(batch) is CartPoleBatch
+    batch.reset(seeds)
+    envs = [gym.make("CartPole-v1", **kwargs) for _ in seeds]
+    for env, seed in zip(envs, seeds.tolist(), strict=True):
+        env.reset(seed=seed)
+    actions, running = np.array([1, 0]), np.ones(2, dtype=bool)
+    while running.any():  # both poles fall within a few steps of pushing one way
+        _, rewards, terminated, _ = batch.step(actions, running)
+        for j in np.flatnonzero(running):
+            _, reward, fell, *_ = envs[j].step(actions[j])
+            assert rewards[j] == reward and terminated[j] == fell
+            assert reward == (-1 if fell else 0)
+        running &= ~terminated
+
+
 def test_pendulum_batch_clips_torques_and_takes_keywords_as_gymnasium_does() -> None:
     kwargs = {"g": 5.0, "max_episode_steps": 1}
     batch, seeds = make_batch("Pendulum-v1", kwargs), np.array([0, 1, 2])
