@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import logging
 import multiprocessing
 import os
 import pickle
@@ -273,17 +274,31 @@ def test_ray_missing_is_one_line_naming_the_extra(monkeypatch, capsys, tmp_path)
     assert not run_dir.exists()
 
 
-def test_one_worker_is_this_process_and_ray_workers_cap_the_actors(ray_session) -> None:
-    """``--workers 1`` with Ray means no cap: one actor per CPU of the (2-CPU) cluster."""
-    spec = WorkerSpec("CartPole-v1", _policy("CartPole-v1"))
+def test_make_backend_picks_the_backend_with_its_settings(ray_session, monkeypatch, caplog):
+    """One worker is this process; more are local processes, at most one per core; with Ray,
+    ``workers`` caps the actors (1: no cap, one per CPU of the 2-CPU cluster)."""
+    spec, table = WorkerSpec("CartPole-v1", _policy("CartPole-v1")), NoiseTable(2**16, seed=3)
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
     assert type(make_backend(spec, None)) is InProcess
-    uncapped = make_backend(spec, None, 1, ray="auto")
-    capped = make_backend(spec, None, 3, ray="auto")
+    backends = []
+    with caplog.at_level(logging.WARNING, logger="neuroes.workers"):
+        backends.append(make_backend(spec, None, 2, table=table, shard_timeout=7.0))
+        assert not caplog.records  # as many workers as cores: nothing to say
+        backends.append(make_backend(spec, None, 5))
+    assert caplog.messages == ["--workers 5 is more than the 2 cores here; using 2"]
+    backends.append(make_backend(spec, None, 1, ray="auto"))
+    backends.append(make_backend(spec, None, 2, ray="auto", table=table, shard_timeout=7.0))
     try:
-        assert len(uncapped.live) == 2 and uncapped.workers > 2 and capped.workers == 3
+        local, capped_local, uncapped, capped = backends
+        assert type(local) is LocalWorkers and local.workers == 2 == capped_local.workers
+        assert local.table[0] is table and local.shard_timeout == 7.0
+        assert len(uncapped.live) == 2 and uncapped.workers > 2
+        assert capped.workers == 2 and capped.table is table and capped.shard_timeout == 7.0
     finally:
-        uncapped.close()
-        capped.close()
+        for backend in backends:
+            backend.close()
+    monkeypatch.setattr(os, "cpu_count", lambda: None)  # unknown: one core
+    assert type(make_backend(spec, None, 2)) is InProcess
 
 
 def test_workers_must_be_positive() -> None:
