@@ -236,20 +236,30 @@ def test_a_worker_that_cannot_start_before_any_was_ready_stops_the_evaluation(
         pool.close()
 
 
-def test_workers_that_die_starting_after_one_was_ready_are_replaced_max_kills_times(
-    tmp_path,
+@pytest.mark.parametrize(
+    ("fail", "why", "starts"),
+    [("exit", "exit code 3", MAX_KILLS), ("raise", "RuntimeError: no simulator licence left", 1)],
+)
+def test_after_a_worker_was_ready_dying_starters_are_replaced_and_failing_ones_stop(
+    tmp_path, caplog, fail, why, starts
 ) -> None:
-    """A worker was ready, then was killed: its replacements, dying as they start, are
-    replaced until ``MAX_KILLS`` have died in a row, and the evaluation stops with one line."""
-    pool, spec = _one_worker(tmp_path, "exit", built=False)
+    """A worker was ready, then was killed. Replacements that die as they start are replaced
+    until ``MAX_KILLS`` have died in a row; one whose evaluator fails to build stops the
+    evaluation at once (building again would fail again). Either way: one line."""
+    pool, spec = _one_worker(tmp_path, fail, built=False)
     try:
         population = _population(spec)
         pool.evaluate(population, 1, 1, 30)
         os.kill(pool.processes[next(iter(pool.live))].pid, signal.SIGKILL)
-        with pytest.raises(WorkerError, match=r"^worker \d+ could not start: exit code 3$"):
+        with (
+            caplog.at_level(logging.WARNING, logger="neuroes.shards"),
+            pytest.raises(WorkerError, match=rf"^worker \d+ could not start: {why}$"),
+        ):
             pool.evaluate(population, 1, 1, 30)
-        assert pool.failed_starts == MAX_KILLS
+        assert pool.failed_starts == starts
         assert pool.scalars()["time/workers"] == 0  # its last replacement is starting
+        retried = [m for m in caplog.messages if m.startswith("a starting worker died")]
+        assert retried == [f"a starting worker died ({why}); another one starts"] * (starts - 1)
     finally:
         pool.close()
 
