@@ -74,6 +74,8 @@ def map_worker_functions() -> list[str]:
     """Give the functions of ``IN_WORKERS`` their starters' tests in mutmut's map; return
     their mutants that ran without tests."""
     path = STAGE / "mutants" / "mutmut-stats.json"
+    if not path.exists():  # mutmut stopped before mapping the tests
+        return []
     stats = json.loads(path.read_text())
     tests = stats["tests_by_mangled_function_name"]
     for function, starter in IN_WORKERS.items():
