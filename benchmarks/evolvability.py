@@ -183,6 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     cli.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     cli.add_argument("--generations", type=int, help="override the protocol's generations")
     cli.add_argument("--minutes", type=float, help="override the protocol's time limit per run")
+    cli.add_argument("--popsize", type=int, help="override the protocol's population")
     cli.add_argument(
         "--algos", nargs="+", choices=ALGORITHMS, default=ALGORITHMS, help="algorithms to run"
     )
@@ -199,12 +200,15 @@ def main(argv: list[str] | None = None) -> int:
         protocol |= {"generations": args.generations, "time_limit": None}
     if args.minutes:
         protocol |= {"generations": 10**6, "time_limit": 60 * args.minutes}
+    runs = args.out / "runs"
+    if args.popsize:  # runs of another population, in their own folders
+        protocol["popsize"], runs = args.popsize, runs / f"popsize{args.popsize}"
     env_id, factor = protocol.pop("env_id"), protocol.pop("radius_factor")
     name = env_id.replace("/", "_")
     args.out.mkdir(parents=True, exist_ok=True)
 
     def config(algo: str, seed: int) -> Config:
-        folder = args.out / "runs" / f"{name}-{algo}-seed{seed}"
+        folder = runs / f"{name}-{algo}-seed{seed}"
         settings = protocol | {"seed": seed, "logdir": str(folder), "overwrite": True}
         return Config(env_id, algo, target_return=math.inf, progress=False).updated(**settings)
 
