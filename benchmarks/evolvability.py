@@ -3,6 +3,7 @@
     python benchmarks/evolvability.py                     # PointMaze, seeds 0 1 2: ~3 minutes
     python benchmarks/evolvability.py --protocol ant      # Ant-v5: 30 minutes per run
     python benchmarks/evolvability.py --protocol ant --algos maxent --minutes 45 --reuse
+    python benchmarks/evolvability.py --protocol ant --algos maxent --generations 60 --popsize 400
     python benchmarks/evolvability.py --seeds 0 --generations 2 --samples 40   # a smoke run
 
 Each algorithm (NES, MaxVar, MaxEnt) trains from each seed under one protocol (``PROTOCOLS``).

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import sys
 from pathlib import Path
@@ -36,6 +37,14 @@ def test_the_benchmark_runs_end_to_end(tmp_path, capsys) -> None:
     out = capsys.readouterr().out
     assert "| maxent |" in out and "R = " in out
     assert (tmp_path / "evolvability_neuroes_PointMaze-v0.png").stat().st_size > 10_000
+
+
+def test_another_population_trains_in_its_own_folder(tmp_path) -> None:
+    argv = ["--seeds", "0", "--generations", "1", "--samples", "20", "--algos", "maxvar"]
+    assert evolvability.main([*argv, "--popsize", "10", "--out", str(tmp_path)]) == 0
+    folder = tmp_path / "runs" / "popsize10" / "neuroes_PointMaze-v0-maxvar-seed0"
+    assert json.loads((folder / "config.json").read_text())["popsize"] == 10
+    assert not (tmp_path / "runs" / "neuroes_PointMaze-v0-maxvar-seed0").exists()
 
 
 def test_reuse_continues_a_run_to_a_larger_budget_as_if_trained_at_once(tmp_path, capsys) -> None:
