@@ -201,11 +201,12 @@ def main(argv: list[str] | None = None) -> int:
         protocol |= {"generations": args.generations, "time_limit": None}
     if args.minutes:
         protocol |= {"generations": 10**6, "time_limit": 60 * args.minutes}
-    runs = args.out / "runs"
-    if args.popsize:  # runs of another population, in their own folders
-        protocol["popsize"], runs = args.popsize, runs / f"popsize{args.popsize}"
     env_id, factor = protocol.pop("env_id"), protocol.pop("radius_factor")
     name = env_id.replace("/", "_")
+    runs, stem = args.out / "runs", args.out / f"evolvability_{name}"
+    if args.popsize:  # runs of another population: their own folders and figure
+        protocol["popsize"], runs = args.popsize, runs / f"popsize{args.popsize}"
+        stem = stem.with_name(f"{stem.name}_popsize{args.popsize}")
     args.out.mkdir(parents=True, exist_ok=True)
 
     def config(algo: str, seed: int) -> Config:
@@ -243,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---|---|---|")
     for algo, medians, p90s, sectors in rows:
         print(f"| {algo} | {_band(medians)} | {_band(p90s)} | {_band(sectors, 'g')} |")
-    _figures(shown, curves, radius, env_id, args.out / f"evolvability_{name}")
+    _figures(shown, curves, radius, env_id, stem)
     return 0
 
 

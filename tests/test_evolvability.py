@@ -45,6 +45,8 @@ def test_another_population_trains_in_its_own_folder(tmp_path) -> None:
     folder = tmp_path / "runs" / "popsize10" / "neuroes_PointMaze-v0-maxvar-seed0"
     assert json.loads((folder / "config.json").read_text())["popsize"] == 10
     assert not (tmp_path / "runs" / "neuroes_PointMaze-v0-maxvar-seed0").exists()
+    assert (tmp_path / "evolvability_neuroes_PointMaze-v0_popsize10.png").exists()
+    assert not (tmp_path / "evolvability_neuroes_PointMaze-v0.png").exists()
 
 
 def test_reuse_continues_a_run_to_a_larger_budget_as_if_trained_at_once(tmp_path, capsys) -> None:
