@@ -33,7 +33,7 @@ MaxVar and MaxEnt; NES maximizes the environment's reward.
   2 cores. The arithmetic: the batched MuJoCo path plays about 5k Ant steps a second on 2 idle
   cores here (the seed-0 NES run of the first protocol: 9.5M steps in 30 minutes), and a
   generation of 400 members with 250-step episodes plays at most 100k steps (and 10 evaluation
-  episodes): 60 generations are at most 6M steps, 20 minutes at that speed (17 to 26 minutes
+  episodes): 60 generations are at most 6M steps, 20 minutes at that speed (14 to 26 minutes
   measured, the longer ones beside other jobs), which leaves room within 30 minutes for a
   slower machine. Why 400 and not 100 members for about 400 generations (the first protocol,
   ``--popsize 100 --minutes 30``): at 100, MaxEnt's coverage varied from 4 to 7 sectors with
