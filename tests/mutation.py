@@ -9,7 +9,10 @@
 mutmut names a mutant after the module it imports (``neuroes.agents.normalizer.x_...``), so it
 runs in ``.mutation/``, a copy of the repository laid out as the installed package (``agents/``
 and ``envs/`` inside ``neuroes/``); mutmut keeps its results there, and a rerun only checks the
-mutants of functions that changed. The modules mutated and the tests left out (the README, the
+mutants of functions that changed. Every result is also kept in the repository, in
+``tests/mutation_results.json`` (with the hash of each mutated function's code), written after
+each run and each report: a fresh checkout starts from the recorded results instead of hours of
+mutants already checked. The modules mutated and the tests left out (the README, the
 packaging and the Ray cluster) are in ``[tool.mutmut]`` of ``pyproject.toml``. Local workers
 run the mutant too (they inherit the import path), but the command lines that some tests start
 as subprocesses import the installed package: a mutant only they could catch survives. How to
@@ -24,11 +27,19 @@ import os
 import shutil
 import subprocess
 import sys
-from collections import Counter
+from collections import Counter, defaultdict
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGE = ROOT / ".mutation"
+RECORD = ROOT / "tests" / "mutation_results.json"
+META_KEYS = (
+    "exit_code_by_key",
+    "hash_by_function_name",
+    "type_check_error_by_key",
+    "durations_by_key",
+    "estimated_durations_by_key",
+)
 LAYOUT = {
     "neuroes": "neuroes",
     "agents": "neuroes/agents",
@@ -43,6 +54,7 @@ LAYOUT = {
 # of their own; they are given their starter's.
 IN_WORKERS = {"neuroes.workers.x__serve": "neuroes.workers.xǁLocalWorkersǁ_start"}
 KILLED = {"killed", "timeout", "segfault", "caught by type check"}
+INTERRUPTED = 2  # pytest's exit code when a check was stopped: no result
 UNCHECKED = {"not checked", "skipped"}
 
 
@@ -99,15 +111,70 @@ def map_worker_functions() -> list[str]:
     ]
 
 
+def record() -> None:
+    """Write the stage's results into ``RECORD``: for every mutated function of every file, the
+    hash of its code and the exit code of each of its mutants (``None``: not checked)."""
+    found: dict[str, dict[str, dict]] = {}
+    for meta_path in sorted((STAGE / "mutants").rglob("*.py.meta")):
+        meta = json.loads(meta_path.read_text())
+        codes: defaultdict[str, dict[int, int | None]] = defaultdict(dict)
+        for mutant, code in meta["exit_code_by_key"].items():
+            function, _, number = mutant.partition("__mutmut_")
+            codes[function][int(number)] = None if code == INTERRUPTED else code
+        hashes = meta["hash_by_function_name"]
+        found[str(meta_path.relative_to(STAGE / "mutants")).removesuffix(".meta")] = {
+            function: {
+                "hash": hashes.get(function.rpartition(".")[2]),
+                "exit_codes": [by_number.get(n) for n in range(1, max(by_number) + 1)],
+            }
+            for function, by_number in sorted(codes.items())
+        }
+    RECORD.write_text(json.dumps(found, indent=1, ensure_ascii=False) + "\n")
+
+
+def restore() -> None:
+    """Give the stage the recorded result of each mutant it has not checked whose function's
+    code is the same as when it was recorded (mutmut regenerates the mutants and keeps the
+    results of functions whose hash did not change)."""
+    if not RECORD.exists():
+        return
+    for path, functions in json.loads(RECORD.read_text()).items():
+        meta_path = STAGE / "mutants" / (path + ".meta")
+        if meta_path.exists():
+            meta = json.loads(meta_path.read_text())
+        else:
+            meta = {key: {} for key in META_KEYS}
+        for function, result in functions.items():
+            name = function.rpartition(".")[2]
+            if meta["hash_by_function_name"].setdefault(name, result["hash"]) != result["hash"]:
+                continue
+            for number, code in enumerate(result["exit_codes"], start=1):
+                mutant = f"{function}__mutmut_{number}"
+                if meta["exit_code_by_key"].get(mutant) is None:
+                    meta["exit_code_by_key"][mutant] = code
+        meta_path.parent.mkdir(parents=True, exist_ok=True)
+        meta_path.write_text(json.dumps(meta))
+
+
+def sync() -> None:
+    """Merge the stage's results with the recorded ones, into both."""
+    restore()
+    record()
+
+
 def statuses() -> dict[str, dict[str, str]]:
-    """``{module: {mutant: status}}`` of the last run, statuses as ``mutmut results`` prints."""
+    """``{module: {mutant: status}}`` as recorded, statuses as ``mutmut results`` prints."""
     from mutmut.stats import status_by_exit_code
 
+    if not RECORD.exists():
+        return {}
     found: dict[str, dict[str, str]] = {}
-    for meta in sorted((STAGE / "mutants").rglob("*.py.meta")):
-        module = str(meta.relative_to(STAGE / "mutants")).removesuffix(".py.meta")
-        codes = json.loads(meta.read_text())["exit_code_by_key"]
-        found[module.replace("/", ".")] = {k: status_by_exit_code[v] for k, v in codes.items()}
+    for path, functions in json.loads(RECORD.read_text()).items():
+        found[path.removesuffix(".py").replace("/", ".")] = {
+            f"{function}__mutmut_{number}": status_by_exit_code[code]
+            for function, result in functions.items()
+            for number, code in enumerate(result["exit_codes"], start=1)
+        }
     return found
 
 
@@ -160,6 +227,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     cli.add_argument("--jobs", type=int, default=os.cpu_count(), help="mutants at a time")
     args = cli.parse_args(argv)
+    if (STAGE / "mutants").is_dir():
+        sync()
     if args.score or args.survivors:
         (score if args.score else survivors)()
         return 0
@@ -170,11 +239,15 @@ def main(argv: list[str] | None = None) -> int:
             print("no surviving mutants to check again")
             return 0
     stage()
+    sync()
     forget_stale_test_map()
-    code = mutmut("run", "--max-children", str(args.jobs), *mutants)
-    unmapped = map_worker_functions()
-    if unmapped:
-        code = mutmut("run", "--max-children", str(args.jobs), *unmapped) or code
+    try:
+        code = mutmut("run", "--max-children", str(args.jobs), *mutants)
+        unmapped = map_worker_functions()
+        if unmapped:
+            code = mutmut("run", "--max-children", str(args.jobs), *unmapped) or code
+    finally:
+        sync()
     score()
     return code
 
