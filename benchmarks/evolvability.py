@@ -4,6 +4,7 @@
     python benchmarks/evolvability.py --protocol ant      # Ant-v5: 20-30 minutes per run
     python benchmarks/evolvability.py --protocol ant --popsize 100 --minutes 30  # first protocol
     python benchmarks/evolvability.py --protocol ant --popsize 100 --minutes 45 --reuse
+    python benchmarks/evolvability.py --protocol ant --algos maxvar --popsize 1000  # ~41 min/run
     python benchmarks/evolvability.py --seeds 0 --generations 2 --samples 40   # a smoke run
 
 Each algorithm (NES, MaxVar, MaxEnt) trains from each seed under one protocol (``PROTOCOLS``).
@@ -38,7 +39,8 @@ MaxVar and MaxEnt; NES maximizes the environment's reward.
   slower machine. Why 400 and not 100 members for about 400 generations (the first protocol,
   ``--popsize 100 --minutes 30``): at 100, MaxEnt's coverage varied from 4 to 7 sectors with
   the seed and did not rise with more generations; at 400 its gradient is less noisy and it
-  covered 6 of 8 on both seeds (``benchmarks/README.md`` has the figures). Departures from the
+  covered 6 of 8 on both seeds (``benchmarks/README.md`` has the figures); MaxVar needs 1000
+  members (41 minutes a run here) for 6 of 8. Departures from the
   paper, for that budget: population 400 instead of 10,000, episodes of 250 steps instead of
   1000, an MLP 64-64 instead of 256-256, and NES on Ant's own reward (forward velocity plus
   the healthy bonus, minus costs) rather than the final x alone. ``--reuse`` keeps finished
