@@ -28,6 +28,7 @@ import shutil
 import subprocess
 import sys
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -85,11 +86,35 @@ def forget_stale_test_map() -> None:
 
 
 def mutmut(*args: str) -> int:
-    """Run ``mutmut args`` in the stage, torch on one thread: mutmut forks a process per mutant,
-    and a process forked after OpenMP started its threads hangs at its first parallel loop."""
-    command = [str(Path(sys.executable).with_name("mutmut")), *args]
+    """Run ``mutmut args`` in the stage (through :func:`mutmut_fastest_first`), torch on one
+    thread: mutmut forks a process per mutant, and a process forked after OpenMP started its
+    threads hangs at its first parallel loop."""
+    entry = f"import sys; sys.path.insert(0, {str(ROOT / 'tests')!r}); import mutation; "
+    command = [sys.executable, "-c", entry + "mutation.mutmut_fastest_first()", *args]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     return subprocess.run(command, cwd=STAGE, env=env).returncode
+
+
+def mutmut_fastest_first() -> None:
+    """mutmut's command line, with each mutant's tests run fastest first (by their times in
+    mutmut's map). pytest stops at the first failure, and mutmut hands a mutant's tests over in
+    set order: a fast test that kills the mutant often ran after minutes of tests that start
+    worker processes or Ray."""
+    from mutmut.__main__ import cli
+    from mutmut.state import state
+    from mutmut.workers.isolation import MutantRunner
+
+    def sorted_tests(submit: Callable) -> Callable:
+        def submit_sorted(runner: MutantRunner, mutant: str, tests: list[str], *rest) -> None:
+            duration = state().duration_by_test
+            tests = sorted(tests, key=lambda test: (duration.get(test, 0.0), test))
+            submit(runner, mutant, tests, *rest)
+
+        return submit_sorted
+
+    for runner in MutantRunner.__subclasses__():
+        runner.submit = sorted_tests(runner.submit)
+    cli()
 
 
 def map_worker_functions() -> list[str]:
