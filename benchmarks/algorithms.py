@@ -277,11 +277,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.replot:
         for env_id in args.envs:
-            saved = json.loads(curves_path(args.figures, env_id).read_text())
-            saved["results"] = {
-                name: [Result(**run) for run in runs] for name, runs in saved["results"].items()
-            }
-            report(env_id, **saved, folder=args.figures)
+            report_saved(env_id, args.figures)
         return
     names = [EVOTORCH if row == "evotorch" else row for row in args.rows]
     versions = [f"torch {torch.__version__}", f"gymnasium {gym.__version__}"]
@@ -322,7 +318,7 @@ def main(argv: list[str] | None = None) -> None:
             curves = {name: [rounded(r) for r in runs] for name, runs in results.items()}
             saved = {"budget": budget, "seeds": args.seeds, "refused": refused, "results": curves}
             curves_path(args.figures, env_id).write_text(json.dumps(saved))
-            report(env_id, budget, args.seeds, results, refused, args.figures)
+            report_saved(env_id, args.figures)
 
 
 def rounded(result: Result) -> dict:
@@ -333,6 +329,15 @@ def rounded(result: Result) -> dict:
 
 def curves_path(folder: str, env_id: str) -> Path:
     return Path(folder) / f"algorithms_{env_id.replace('/', '_')}.json"
+
+
+def report_saved(env_id: str, folder: str) -> None:
+    """Reports the saved learning curves of ``env_id``: a run and its replot print the same."""
+    saved = json.loads(curves_path(folder, env_id).read_text())
+    saved["results"] = {
+        name: [Result(**run) for run in runs] for name, runs in saved["results"].items()
+    }
+    report(env_id, **saved, folder=folder)
 
 
 def report(
