@@ -110,9 +110,13 @@ def test_mismatched_lengths_are_rejected() -> None:
     mu = torch.zeros(2, requires_grad=True)
     p = Normal(mu, 1.0)
     x = p.sample(10)
-    with pytest.raises(ValueError, match=r"values.shape\[0\] is 9 but there are 10 samples"):
+    with pytest.raises(
+        ValueError, match=r"^values.shape\[0\] is 9 but there are 10 samples; they must be equal$"
+    ):
         expectation(torch.ones(9), x, p)
-    with pytest.raises(ValueError, match="scalar"):
+    with pytest.raises(
+        ValueError, match="^values must have a dimension indexing the samples, got a scalar$"
+    ):
         expectation(torch.tensor(1.0), x, p)
 
 

@@ -239,9 +239,11 @@ def test_evograd_demos_reach_their_goals() -> None:
     assert math.isclose(evograd_demos.PEAK, 7.853981, rel_tol=1e-5)
 
 
-def test_nes_weight_decay_is_openai_es_l2coeff() -> None:
+def test_nes_weight_decay_is_openai_es_l2coeff_and_tell_reports_that_step() -> None:
     """One SGD step of lr 1: mu moves by ``(mean(ranks * eps) - c * mu) / sigma``, the direction
-    of Salimans et al.'s update ``g - l2coeff * theta`` (g without 1/sigma) over sigma."""
+    of Salimans et al.'s update ``g - l2coeff * theta`` (g without 1/sigma) over sigma; ``tell``
+    reports the objective (the centered ranks' part is 0 at the own sample, the L2 term is
+    ``-c/(2 sigma) |mu|^2``), the gradient's norm (the step's, at lr 1) and the new mean's norm."""
     sigma, c = 0.02, 0.005
     mu = torch.linspace(-1.0, 1.0, 5)
     nes = NES(mu, sigma, 8, lr=1.0, weight_decay=c, optimizer="sgd", seed=3)
@@ -250,7 +252,14 @@ def test_nes_weight_decay_is_openai_es_l2coeff() -> None:
     n = len(returns)
     rollouts = Rollouts(returns.numpy(), np.ones(n), np.zeros((n, 0)), np.ones(n, dtype=np.int64),
                         np.zeros((n, 1)), np.zeros((n, 1)))  # fmt: skip
-    nes.tell(population, rollouts)
+    scalars = nes.tell(population, rollouts)
     eps = (population.thetas - mu) / sigma
     g = (centered_ranks(returns).unsqueeze(1) * eps).mean(0)
     torch.testing.assert_close(nes.mean - mu, (g - c * mu) / sigma, rtol=1e-5, atol=1e-5)
+    expected = {
+        "es/objective": -0.5 * c / sigma * float(mu.pow(2).sum()),
+        "es/grad_norm": float((nes.mean - mu).norm()),
+        "es/sigma": sigma,
+        "es/param_norm": float(nes.mean.norm()),
+    }
+    assert scalars == pytest.approx(expected, rel=1e-5)

@@ -53,6 +53,7 @@ def test_tensorboard_has_the_documented_scalars(cartpole_run) -> None:
         "rollout/return_std",
         "rollout/length_mean",
         "eval/return",
+        "es/objective",
         "es/sigma",
         "es/grad_norm",
         "es/param_norm",
