@@ -234,6 +234,12 @@ def test_nes_objective_is_the_expected_shaped_return() -> None:
     assert NES(mu, 1.0, 4, lr=0.1).objective(returns, x, p).item() == pytest.approx(0.0)
 
 
+def test_nes_names_the_accepted_shapings_for_an_unknown_one() -> None:
+    accepted = "centered_ranks, zscore, utilities, none"
+    with pytest.raises(ValueError, match=f"^unknown shaping 'ranks'; accepted: {accepted}$"):
+        NES(torch.zeros(2), 1.0, 4, shaping="ranks")
+
+
 def test_evograd_demos_reach_their_goals() -> None:
     assert evograd_demos.main([]) == 0
     assert math.isclose(evograd_demos.PEAK, 7.853981, rel_tol=1e-5)
