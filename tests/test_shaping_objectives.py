@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 import sys
 from pathlib import Path
 
@@ -238,6 +239,34 @@ def test_nes_names_the_accepted_shapings_for_an_unknown_one() -> None:
     accepted = "centered_ranks, zscore, utilities, none"
     with pytest.raises(ValueError, match=f"^unknown shaping 'ranks'; accepted: {accepted}$"):
         NES(torch.zeros(2), 1.0, 4, shaping="ranks")
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("weight_decay", -0.1, "weight_decay must be a finite number >= 0, got -0.1"),
+        ("weight_decay", math.inf, "weight_decay must be a finite number >= 0, got inf"),
+        ("weight_decay", math.nan, "weight_decay must be a finite number >= 0, got nan"),
+        ("sigma_lr", 0.0, "sigma_lr must be a positive number, got 0.0"),
+        ("lr", -1.0, "lr must be a positive number, got -1.0"),
+    ],
+)
+def test_a_gaussian_refuses_a_bad_number_naming_it(option, value, message) -> None:
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        NES(torch.zeros(2), 0.1, 4, **{"lr": 0.1, option: value})
+
+
+def test_sigma_lr_is_the_step_size_of_a_learned_sigma() -> None:
+    """Under SGD the step of log(sigma) is sigma_lr times its gradient: twice the rate, twice
+    the step, from the same population and returns."""
+    steps = []
+    for sigma_lr in (0.01, 0.02):
+        nes = NES(torch.zeros(3), 0.5, 8, lr=0.1, learn_sigma=True, sigma_lr=sigma_lr,
+                  optimizer="sgd", seed=1)  # fmt: skip
+        nes.tell(nes.ask(), Rollouts.of(torch.arange(8.0).tolist()))
+        steps.append(math.log(nes.sigma / 0.5))
+    assert steps[0] != 0.0
+    assert steps[1] == pytest.approx(2 * steps[0], rel=1e-5)
 
 
 def test_evograd_demos_reach_their_goals() -> None:
