@@ -249,9 +249,10 @@ def test_nes_names_the_accepted_shapings_for_an_unknown_one() -> None:
         ("weight_decay", math.nan, "weight_decay must be a finite number >= 0, got nan"),
         ("sigma_lr", 0.0, "sigma_lr must be a positive number, got 0.0"),
         ("lr", -1.0, "lr must be a positive number, got -1.0"),
+        ("optimizer", "lbfgs", "unknown optimizer 'lbfgs'; accepted: adam, sgd, clipup"),
     ],
 )
-def test_a_gaussian_refuses_a_bad_number_naming_it(option, value, message) -> None:
+def test_a_gaussian_refuses_a_bad_option_naming_it(option, value, message) -> None:
     with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
         NES(torch.zeros(2), 0.1, 4, **{"lr": 0.1, option: value})
 
