@@ -144,6 +144,21 @@ def test_pgpe_with_clipup_first_moves_the_mean_by_lr_along_the_paper_step() -> N
     np.testing.assert_allclose(pgpe.mean.numpy(), expected, rtol=1e-5, atol=1e-6)
 
 
+def test_pgpe_hands_momentum_and_max_speed_to_clipup() -> None:
+    """A max_speed below lr caps the first step at max_speed; without momentum the second step
+    is the normalized gradient alone, lr long (with ClipUp's default momentum of 0.9 it is not)."""
+    pgpe = PGPE(NEAR, 0.3, 8, lr=0.05, max_speed=0.03, seed=4)
+    population = pgpe.ask()
+    pgpe.tell(population, quadratic(population.thetas))
+    assert float((pgpe.mean - NEAR).norm()) == pytest.approx(0.03, rel=1e-5)
+    pgpe = PGPE(NEAR, 0.3, 8, lr=0.05, momentum=0.0, max_speed=1.0, seed=4)
+    for _ in range(2):
+        before = pgpe.mean.clone()
+        population = pgpe.ask()
+        pgpe.tell(population, quadratic(population.thetas))
+    assert float((pgpe.mean - before).norm()) == pytest.approx(0.05, rel=1e-5)
+
+
 # Budgets: 300 generations in 10-D from (1, ..., 1) with sigma 1. Bounds are about 10x above
 # what the seeds reach. ClipUp keeps its step size, so PGPE with it settles within a distance
 # of a few max speeds, where the paper's plain step keeps converging.

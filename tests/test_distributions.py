@@ -74,8 +74,9 @@ def test_bad_sample_counts_and_shapes_are_rejected() -> None:
     p = Normal(torch.zeros(2), 1.0, mirrored=True)
     with pytest.raises(ValueError, match="even number of samples, got 5"):
         p.sample(5)
-    with pytest.raises(ValueError, match="positive"):
+    with pytest.raises(ValueError, match="^the number of samples must be positive, got 0$"):
         p.sample(0)
+    assert Normal(torch.zeros(2), 1.0).sample(1).shape == (1, 2)  # one draw is a sample
     with pytest.raises(ValueError, match="does not broadcast"):
         Normal(torch.zeros(2), torch.ones(3))
     with pytest.raises(ValueError, match=r"event shape \(3,\), the distribution has \(2,\)"):
