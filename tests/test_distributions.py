@@ -77,6 +77,9 @@ def test_bad_sample_counts_and_shapes_are_rejected() -> None:
     with pytest.raises(ValueError, match="^the number of samples must be positive, got 0$"):
         p.sample(0)
     assert Normal(torch.zeros(2), 1.0).sample(1).shape == (1, 2)  # one draw is a sample
+    for mu, kind in (([0.0, 1.0], "list"), (torch.zeros(2, dtype=torch.int64), "Tensor")):
+        with pytest.raises(ValueError, match=f"^mu must be a floating-point tensor, got {kind}$"):
+            Normal(mu, 1.0)
     with pytest.raises(ValueError, match="does not broadcast"):
         Normal(torch.zeros(2), torch.ones(3))
     with pytest.raises(ValueError, match=r"event shape \(3,\), the distribution has \(2,\)"):
