@@ -86,6 +86,12 @@ def test_bad_sample_counts_and_shapes_are_rejected() -> None:
         p.log_prob(torch.zeros(4, 3))
 
 
+def test_a_fixed_sigma_takes_the_means_dtype() -> None:
+    p = Normal(torch.zeros(2), torch.tensor(0.5, dtype=torch.float64), generator=0)
+    assert p.sigma.dtype == torch.float32 and p.sample(2).dtype == torch.float32
+    assert Normal(torch.zeros(2, dtype=torch.float64), 0.5).sigma.dtype == torch.float64
+
+
 def test_normal_log_prob_matches_torch() -> None:
     mu, sigma = torch.tensor([0.5, -1.0]), torch.tensor([0.3, 2.0])
     x = torch.randn(7, 2)
