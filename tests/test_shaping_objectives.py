@@ -267,7 +267,7 @@ def test_sigma_lr_is_the_step_size_of_a_learned_sigma() -> None:
         nes.tell(nes.ask(), Rollouts.of(torch.arange(8.0).tolist()))
         steps.append(math.log(nes.sigma / 0.5))
     assert steps[0] != 0.0
-    assert steps[1] == pytest.approx(2 * steps[0], rel=1e-5)
+    assert steps[1] == pytest.approx(2 * steps[0], rel=1e-4)  # float32 steps: about 1e-6 here
 
 
 def test_evograd_demos_reach_their_goals() -> None:
