@@ -150,13 +150,13 @@ def test_pgpe_hands_momentum_and_max_speed_to_clipup() -> None:
     pgpe = PGPE(NEAR, 0.3, 8, lr=0.05, max_speed=0.03, seed=4)
     population = pgpe.ask()
     pgpe.tell(population, quadratic(population.thetas))
-    assert float((pgpe.mean - NEAR).norm()) == pytest.approx(0.03, rel=1e-5)
+    assert float((pgpe.mean - NEAR).norm()) == pytest.approx(0.03, rel=1e-4)  # float32: ~1e-6
     pgpe = PGPE(NEAR, 0.3, 8, lr=0.05, momentum=0.0, max_speed=1.0, seed=4)
     for _ in range(2):
         before = pgpe.mean.clone()
         population = pgpe.ask()
         pgpe.tell(population, quadratic(population.thetas))
-    assert float((pgpe.mean - before).norm()) == pytest.approx(0.05, rel=1e-5)
+    assert float((pgpe.mean - before).norm()) == pytest.approx(0.05, rel=1e-4)
 
 
 # Budgets: 300 generations in 10-D from (1, ..., 1) with sigma 1. Bounds are about 10x above
